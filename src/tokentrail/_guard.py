@@ -1,0 +1,88 @@
+"""Keep tokentrail's own failures away from the application's calls (STYLE.md §5).
+
+`guard(site)` swallows any `Exception` raised inside it except `BudgetExceeded`, counts it per site
+and warns once per site. With ``TOKENTRAIL_STRICT=1`` (set by tokentrail's own test suite) it re-raises,
+so our bugs fail our tests rather than hiding; users' own test suites keep the safe behaviour.
+`suppress()` marks tokentrail's own HTTP traffic so the capture hooks let it pass unrecorded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import logging
+import os
+import threading
+import warnings
+from collections import Counter
+from collections.abc import Iterator
+
+from tokentrail.errors import BudgetExceeded, InstrumentationWarning
+
+log = logging.getLogger("tokentrail")
+
+_errors: Counter[str] = Counter()
+_lock = threading.Lock()
+_suppressed: contextvars.ContextVar[bool] = contextvars.ContextVar("tokentrail_suppressed", default=False)
+
+
+def _strict() -> bool:
+    # Logfire re-raises under pytest; we key it on an explicit variable instead, so a user's own
+    # pytest run never sees tokentrail's errors in their calls.
+    return os.environ.get("TOKENTRAIL_STRICT", "") not in ("", "0", "false")
+
+
+@contextlib.contextmanager
+def guard(site: str) -> Iterator[None]:
+    """Run tokentrail's own bookkeeping; never let its errors reach the application."""
+    try:
+        yield
+    except BudgetExceeded:
+        raise
+    except Exception as exc:
+        report(site, exc)
+        if _strict():
+            raise
+
+
+def report(site: str, exc: BaseException) -> None:
+    """Count an internal error and warn once per site."""
+    with _lock:
+        _errors[site] += 1
+        first = _errors[site] == 1
+    if first:
+        log.warning("tokentrail internal error at %s: %r (your call was not affected)", site, exc, exc_info=exc)
+        with contextlib.suppress(Exception):
+            warnings.warn(
+                f"tokentrail caught an internal error at {site}: {exc!r}. "
+                "Your code still runs; this call may be missing from the ledger.",
+                InstrumentationWarning,
+                stacklevel=3,
+            )
+
+
+def error_counts() -> dict[str, int]:
+    """Internal errors caught so far, by site."""
+    with _lock:
+        return dict(_errors)
+
+
+def reset_error_counts() -> None:
+    """Forget the counted errors (for tests)."""
+    with _lock:
+        _errors.clear()
+
+
+@contextlib.contextmanager
+def suppress() -> Iterator[None]:
+    """HTTP sent inside this block is tokentrail's own and is not recorded."""
+    token = _suppressed.set(True)
+    try:
+        yield
+    finally:
+        _suppressed.reset(token)
+
+
+def suppressed() -> bool:
+    """True inside `suppress()`."""
+    return _suppressed.get()

@@ -1,0 +1,111 @@
+"""Capture for httpx and httpx2: ``Client.send`` and ``AsyncClient.send``, one implementation for both.
+
+``send`` is hooked rather than the transport: it sees every request whatever transport a client was
+built with (``MockTransport`` and custom transports included), exactly once per attempt — redirects
+and auth round-trips stay inside one ``send``. openai 3.x and current anthropic send through httpx2;
+openai 2.x and most other libraries through httpx.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
+
+from tokentrail._guard import guard, suppressed
+from tokentrail.capture import _exchange
+from tokentrail.capture.streams import stream_classes
+
+MODULES = ("httpx", "httpx2")
+_SENTINEL = "__tokentrail_original__"
+
+
+def _attach(exchange: _exchange.Exchange, response: Any, stream: bool, module: ModuleType, sync: bool) -> None:
+    if not stream:
+        exchange.body_read(response.status_code, response.headers, response.content)
+        return
+    parser = exchange.stream_started(response.status_code, response.headers)
+    observed_sync, observed_async = stream_classes(module)
+    response.stream = (observed_sync if sync else observed_async)(response.stream, exchange, parser)
+
+
+def _sync_send(original: Callable[..., Any], module: ModuleType) -> Callable[..., Any]:
+    library = module.__name__
+
+    def send(self: Any, request: Any, *, stream: bool = False, **kwargs: Any) -> Any:
+        if suppressed():
+            return original(self, request, stream=stream, **kwargs)
+        exchange = None
+        with guard("capture.start"):
+            url = request.url
+            exchange = _exchange.start(request.method, url.path, url, request, library)
+        if exchange is None:
+            return original(self, request, stream=stream, **kwargs)
+        try:
+            response = original(self, request, stream=stream, **kwargs)
+        except BaseException as exc:
+            with guard("capture.failed"):
+                exchange.failed(exc)
+            raise
+        with guard("capture.finish"):
+            _attach(exchange, response, stream, module, sync=True)
+        return response
+
+    setattr(send, _SENTINEL, original)
+    return send
+
+
+def _async_send(original: Callable[..., Any], module: ModuleType) -> Callable[..., Any]:
+    library = module.__name__
+
+    async def send(self: Any, request: Any, *, stream: bool = False, **kwargs: Any) -> Any:
+        if suppressed():
+            return await original(self, request, stream=stream, **kwargs)
+        exchange = None
+        with guard("capture.start"):
+            url = request.url
+            exchange = _exchange.start(request.method, url.path, url, request, library)
+        if exchange is None:
+            return await original(self, request, stream=stream, **kwargs)
+        try:
+            response = await original(self, request, stream=stream, **kwargs)
+        except BaseException as exc:
+            with guard("capture.failed"):
+                exchange.failed(exc)
+            raise
+        with guard("capture.finish"):
+            _attach(exchange, response, stream, module, sync=False)
+        return response
+
+    setattr(send, _SENTINEL, original)
+    return send
+
+
+def install() -> list[str]:
+    """Hook every importable module of `MODULES`; returns the names hooked. Idempotent."""
+    hooked = []
+    for name in MODULES:
+        if importlib.util.find_spec(name) is None:
+            continue
+        module = importlib.import_module(name)
+        for cls, factory in ((module.Client, _sync_send), (module.AsyncClient, _async_send)):
+            current = cls.send
+            if not hasattr(current, _SENTINEL):
+                cls.send = factory(current, module)
+        hooked.append(name)
+    return hooked
+
+
+def uninstall() -> None:
+    """Restore the original ``send`` where our wrapper is still the one in place."""
+    for name in MODULES:
+        module = sys.modules.get(name)
+        if module is None:
+            continue
+        for cls in (module.Client, module.AsyncClient):
+            original = getattr(cls.__dict__.get("send"), _SENTINEL, None)
+            if original is not None:
+                cls.send = original

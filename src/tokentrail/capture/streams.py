@@ -1,0 +1,114 @@
+"""Byte-stream wrappers that pass every chunk through unchanged and finish their record exactly once.
+
+They wrap the HTTP library's byte stream, not an SDK's stream class, so they work under any SDK.
+The record is finished on every exit: read to the end, ``close()``, an error while reading, and
+garbage collection of a stream nobody closed (STYLE.md §6).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterator
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+from tokentrail._guard import guard
+from tokentrail.wire._base import StreamOutcome, StreamParser
+
+if TYPE_CHECKING:
+    from tokentrail.capture._exchange import Exchange
+
+_classes: dict[str, tuple[type, type]] = {}
+
+
+class _Observer:
+    """The state shared by the sync and async wrappers."""
+
+    __slots__ = ()
+    _inner: Any
+    _exchange: Exchange | None
+    _parser: StreamParser
+    _first: bool
+
+    def _feed(self, chunk: bytes) -> None:
+        if self._first:
+            self._first = False
+            if self._exchange is not None:
+                self._exchange.t_first = time.perf_counter_ns()
+        with guard("stream.chunk"):
+            self._parser.feed(chunk)
+
+    def _finish(self, outcome: StreamOutcome, error: BaseException | None = None) -> None:
+        exchange, self._exchange = self._exchange, None
+        if exchange is not None:
+            with guard("stream.finish"):
+                exchange.stream_finished(self._parser, outcome, error)
+
+    def __del__(self) -> None:
+        if getattr(self, "_exchange", None) is not None:
+            self._finish(StreamOutcome.ABANDONED)
+
+
+def stream_classes(module: ModuleType) -> tuple[type, type]:
+    """(sync wrapper, async wrapper) subclassing ``module``'s byte-stream bases (httpx or httpx2),
+    because ``Response.iter_raw`` checks ``isinstance(stream, SyncByteStream)``."""
+    name = module.__name__
+    if name in _classes:
+        return _classes[name]
+
+    class ObservedStream(_Observer, module.SyncByteStream):  # type: ignore[misc,name-defined]
+        __slots__ = ("_inner", "_exchange", "_parser", "_first")
+
+        def __init__(self, inner: Any, exchange: Exchange, parser: StreamParser) -> None:
+            self._inner, self._exchange, self._parser, self._first = inner, exchange, parser, True
+
+        def __iter__(self) -> Iterator[bytes]:
+            outcome = StreamOutcome.CLOSED_EARLY
+            error: BaseException | None = None
+            feed = self._feed
+            try:
+                for chunk in self._inner:
+                    feed(chunk)
+                    yield chunk
+                outcome = StreamOutcome.COMPLETE
+            except Exception as exc:
+                outcome, error = StreamOutcome.BROKEN, exc
+                raise
+            finally:
+                self._finish(outcome, error)
+
+        def close(self) -> None:
+            try:
+                self._inner.close()
+            finally:
+                self._finish(StreamOutcome.CLOSED_EARLY)
+
+    class ObservedAsyncStream(_Observer, module.AsyncByteStream):  # type: ignore[misc,name-defined]
+        __slots__ = ("_inner", "_exchange", "_parser", "_first")
+
+        def __init__(self, inner: Any, exchange: Exchange, parser: StreamParser) -> None:
+            self._inner, self._exchange, self._parser, self._first = inner, exchange, parser, True
+
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            outcome = StreamOutcome.CLOSED_EARLY
+            error: BaseException | None = None
+            feed = self._feed
+            try:
+                async for chunk in self._inner:
+                    feed(chunk)
+                    yield chunk
+                outcome = StreamOutcome.COMPLETE
+            except Exception as exc:
+                outcome, error = StreamOutcome.BROKEN, exc
+                raise
+            finally:
+                self._finish(outcome, error)
+
+        async def aclose(self) -> None:
+            try:
+                await self._inner.aclose()
+            finally:
+                self._finish(StreamOutcome.CLOSED_EARLY)
+
+    _classes[name] = (ObservedStream, ObservedAsyncStream)
+    return _classes[name]

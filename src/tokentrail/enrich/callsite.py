@@ -1,0 +1,118 @@
+"""The call site: the first stack frame outside tokentrail, the HTTP library and the LLM SDK.
+
+The hot path only walks frames and keeps ``(code, line)``; naming the frame (module, relative file)
+happens later, off the caller's thread. Whether a frame is skipped is decided once per code object.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from types import CodeType, FrameType
+
+from tokentrail.records import CallSite
+
+# Top-level packages whose frames are plumbing between the code that asked for a call and the wire:
+# HTTP libraries, provider SDKs, the async machinery, and stdlib wrappers. Libraries built *on* SDKs
+# (mem0, instructor, langchain, dspy) are deliberately absent: naming them is the point.
+SKIPPED = frozenset(
+    {
+        "tokentrail",
+        "httpx",
+        "httpx2",
+        "httpcore",
+        "h11",
+        "h2",
+        "anyio",
+        "sniffio",
+        "asyncio",
+        "concurrent",
+        "threading",
+        "contextlib",
+        "functools",
+        "contextvars",
+        "runpy",
+        "openai",
+        "anthropic",
+        "google.genai",
+        "google.generativeai",
+        "google.auth",
+        "google.api_core",
+        "mistralai",
+        "cohere",
+        "groq",
+        "ollama",
+        "together",
+        "fireworks",
+        "cerebras",
+        "voyageai",
+        "litellm",
+        "requests",
+        "urllib3",
+        "aiohttp",
+        "botocore",
+        "boto3",
+        "aiobotocore",
+        "tenacity",
+        "backoff",
+        "wrapt",
+        "typing_extensions",
+        "pydantic",
+        "pydantic_core",
+    }
+)
+
+_skip: dict[CodeType, bool] = {}
+
+
+def _is_skipped(module: str) -> bool:
+    head = module.partition(".")[0]
+    if head in SKIPPED:
+        return True
+    if head == "google":
+        return ".".join(module.split(".")[:2]) in SKIPPED
+    return False
+
+
+def capture(frame: FrameType | None = None) -> tuple[CodeType, int] | None:
+    """The code object and line of the first frame that is not plumbing, or ``None``."""
+    frame = frame or sys._getframe(1)
+    skip = _skip
+    while frame is not None:
+        code = frame.f_code
+        skipped = skip.get(code)
+        if skipped is None:
+            skipped = skip[code] = _is_skipped(frame.f_globals.get("__name__") or "")
+        if not skipped:
+            return code, frame.f_lineno
+        frame = frame.f_back
+    return None
+
+
+@functools.lru_cache(maxsize=4096)
+def _describe(filename: str) -> tuple[str, str]:
+    """(module, relative file) for a source file, from the longest ``sys.path`` entry containing it."""
+    path = os.path.abspath(filename)
+    best = ""
+    for entry in sys.path:
+        entry = os.path.abspath(entry or os.getcwd())
+        if path.startswith(entry + os.sep) and len(entry) > len(best):
+            best = entry
+    rel = path[len(best) + 1 :] if best else os.path.basename(path)
+    module = rel[:-3] if rel.endswith(".py") else rel
+    module = module.replace(os.sep, ".")
+    if module.endswith(".__init__"):
+        module = module[: -len(".__init__")]
+    return module, rel
+
+
+def resolve(site: tuple[CodeType, int] | None) -> CallSite | None:
+    """Name a captured frame."""
+    if site is None:
+        return None
+    code, line = site
+    if code.co_filename.startswith("<"):
+        return CallSite(module=code.co_filename, function=code.co_qualname, file=code.co_filename, line=line)
+    module, rel = _describe(code.co_filename)
+    return CallSite(module=module, function=code.co_qualname, file=rel, line=line)

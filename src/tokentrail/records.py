@@ -1,0 +1,141 @@
+"""`CallRecord`: one HTTP attempt to an LLM API, as stored in the ledger."""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+from tokentrail.usage import MISSING, Provenance, Usage
+
+
+class CallStatus(StrEnum):
+    """How the HTTP attempt ended."""
+
+    OK = "ok"
+    HTTP_ERROR = "http_error"
+    """The server answered with a non-2xx status (``http_status`` has it)."""
+    NETWORK_ERROR = "network_error"
+    """The connection failed or broke, before or during the response."""
+    CANCELLED = "cancelled"
+    """The caller closed or abandoned the response before it ended."""
+
+
+class Flag(StrEnum):
+    """The vocabulary of `CallRecord.flags`."""
+
+    TOTAL_MISMATCH = "total_mismatch"
+    """The provider's total differs from input + output; the raw usage keeps the provider's figure."""
+    INVALID_VALUE = "invalid_value"
+    """A count was not a non-negative integer; it is kept raw and set to null."""
+    PARTS_EXCEED_WHOLE = "parts_exceed_whole"
+    """A cache or reasoning count is larger than the count it is part of."""
+    HTTP_ERROR = "http_error"
+    """The server answered with a non-2xx status."""
+    STREAM_INCOMPLETE = "stream_incomplete"
+    """The stream ended without its final event."""
+    UNPARSED = "unparsed"
+    """The body could not be read as the API family's format."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallSite:
+    """The first stack frame outside tokentrail, the HTTP library and the LLM SDK."""
+
+    module: str
+    """Dotted module name, e.g. ``mem0.memory.main``."""
+    function: str
+    """Qualified function name, e.g. ``Memory.add``."""
+    file: str
+    """Path relative to its ``sys.path`` entry, e.g. ``mem0/memory/main.py``."""
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}"
+
+    @property
+    def qualname(self) -> str:
+        """``module.function``: the function-level grouping key."""
+        return f"{self.module}.{self.function}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Cost:
+    """What a call cost, and with which price table."""
+
+    amount: Decimal
+    currency: str = "USD"
+    price_version: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallRecord:
+    """One HTTP attempt. Times are integer nanoseconds (wall clock for start, monotonic deltas)."""
+
+    id: str
+    api: str
+    """The API family, e.g. ``openai.chat``."""
+    provider: str
+    """Who served it, e.g. ``openai``, ``openrouter``, ``openai-compatible``."""
+    host: str
+    endpoint: str
+    """The request path, without the query string."""
+    requested_model: str | None = None
+    model: str | None = None
+    """The model the response names, else the requested one."""
+    stream: bool = False
+    status: CallStatus = CallStatus.OK
+    http_status: int | None = None
+    error: str | None = None
+    """The exception type for network errors."""
+    attempt: int = 1
+    """1 for the first attempt; retries of the same request count up."""
+    started_ns: int = 0
+    latency_ns: int | None = None
+    first_token_ns: int | None = None
+    """Time from sending to the first streamed byte, for streams."""
+    usage: Usage = field(default_factory=Usage)
+    provenance: Provenance = MISSING
+    raw_usage: Any = None
+    """The provider's usage object as received, kept for re-derivation."""
+    cost: Cost | None = None
+    flags: frozenset[str] = frozenset()
+    response_id: str | None = None
+    scope_id: str | None = None
+    scope_path: str | None = None
+    """Scope names from the run down, joined by ``/``."""
+    scope_id_path: str | None = None
+    """Scope ids from the run down, joined by ``/``: the key of "everything under this scope"."""
+    run_id: str | None = None
+    run: str | None = None
+    agent: str | None = None
+    step: str | None = None
+    tool: str | None = None
+    call_site: CallSite | None = None
+    pid: int = 0
+    host_name: str = ""
+    tags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def latency_ms(self) -> float | None:
+        """Latency in milliseconds."""
+        return None if self.latency_ns is None else self.latency_ns / 1e6
+
+
+_rand = random.Random()
+
+
+def new_id() -> str:
+    """A 32-hex-digit id that sorts by creation time (nanoseconds, then 64 random bits)."""
+    return f"{time.time_ns():016x}{_rand.getrandbits(64):016x}"
+
+
+def _reseed() -> None:
+    _rand.seed()
+
+
+os.register_at_fork(after_in_child=_reseed)

@@ -1,0 +1,361 @@
+"""Scopes: which part of the program made a call.
+
+A scope is a node in a tree — ``run`` → ``agent`` → ``step`` → ``tool``, nested freely. The current scope
+lives in the one `ContextVar` of the package, so asyncio tasks inherit it; `tokentrail.propagate` carries
+it into threads. `run()`, `agent()`, `step()` and `tool()` return a `ScopeHandle`, which is a sync and
+async context manager and a decorator, and which reads the scope's live totals while it is open and
+after.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import inspect
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any, TypeVar
+
+from tokentrail.usage import Provenance, Usage, UsageTotals
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_TOTAL_KEYS = (
+    "calls",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "total_tokens",
+    "calls_without_usage",
+    "calls_estimated",
+)
+
+
+class ScopeKind(StrEnum):
+    RUN = "run"
+    AGENT = "agent"
+    STEP = "step"
+    TOOL = "tool"
+
+
+class _Totals:
+    """Mutable running sums of one scope; only touched under `_totals_lock`."""
+
+    __slots__ = ("sums", "cost", "calls_without_cost", "last", "by_model", "by_agent")
+
+    def __init__(self, breakdowns: bool) -> None:
+        self.sums = [0] * len(_TOTAL_KEYS)
+        self.cost = Decimal(0)
+        self.calls_without_cost = 0
+        self.last: Usage | None = None
+        self.by_model: dict[str, list[int]] | None = {} if breakdowns else None
+        self.by_agent: dict[str, list[int]] | None = {} if breakdowns else None
+
+    def snapshot(self) -> UsageTotals:
+        return UsageTotals(**dict(zip(_TOTAL_KEYS, self.sums)))
+
+
+_totals_lock = threading.Lock()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False)
+class Scope:
+    """The identity of one opened scope. Hashable by identity; live totals sit beside it."""
+
+    id: str
+    kind: ScopeKind
+    name: str
+    parent: Scope | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    started_ns: int = 0
+    pid: int = 0
+    id_path: str = ""
+    """Ids from the root, joined by ``/``: "everything under X" is one prefix query."""
+    name_path: str = ""
+    """Names from the root, joined by ``/``, for display."""
+    run: Scope | None = None
+    """The root ``run`` scope (itself for a run)."""
+    agent: str | None = None
+    step: str | None = None
+    tool: str | None = None
+    _totals: _Totals = field(default_factory=lambda: _Totals(False), repr=False)
+
+    def chain(self) -> list[Scope]:
+        """This scope and its ancestors, nearest first."""
+        out: list[Scope] = []
+        node: Scope | None = self
+        while node is not None:
+            out.append(node)
+            node = node.parent
+        return out
+
+
+def _new_scope(kind: ScopeKind, name: str, parent: Scope | None, tags: dict[str, str], sid: str | None = None) -> Scope:
+    from tokentrail.records import new_id
+
+    sid = sid or new_id()
+    if parent is None:
+        id_path, name_path = sid, name
+    else:
+        id_path, name_path = f"{parent.id_path}/{sid}", f"{parent.name_path}/{name}"
+    inherited = parent
+    scope = Scope(
+        id=sid,
+        kind=kind,
+        name=name,
+        parent=parent,
+        tags={**(inherited.tags if inherited else {}), **{k: str(v) for k, v in tags.items()}},
+        started_ns=time.time_ns(),
+        pid=os.getpid(),
+        id_path=id_path,
+        name_path=name_path,
+        agent=name if kind is ScopeKind.AGENT else (inherited.agent if inherited else None),
+        step=name if kind is ScopeKind.STEP else (inherited.step if inherited else None),
+        tool=name if kind is ScopeKind.TOOL else (inherited.tool if inherited else None),
+        _totals=_Totals(breakdowns=kind is ScopeKind.RUN),
+    )
+    # A run nested in another run is still a run of its own: the root of what it reports.
+    object.__setattr__(scope, "run", scope if kind is ScopeKind.RUN or parent is None else parent.run)
+    return scope
+
+
+def rebuild(sid: str, kind: ScopeKind, name: str, parent: Scope | None) -> Scope:
+    """A scope of another process (a parent passing its scope down), with its original id."""
+    return _new_scope(kind, name, parent, {}, sid=sid)
+
+
+_current: contextvars.ContextVar[Scope | None] = contextvars.ContextVar("tokentrail_scope", default=None)
+_default_run: Scope | None = None
+_default_lock = threading.Lock()
+_listeners: list[Callable[[str, Scope], None]] = []
+"""Called with ("open" | "close", scope); the sink pipeline registers itself here."""
+
+
+def default_run() -> Scope:
+    """The run that calls made outside any `run()` belong to: one per process invocation."""
+    global _default_run
+    if _default_run is None:
+        with _default_lock:
+            if _default_run is None:
+                # A child process started by a parent that passed its scope down continues that
+                # scope; otherwise each process invocation gets a run of its own.
+                inherited = _inherited_parent()
+                if inherited is None:
+                    name = os.environ.get("TOKENTRAIL_RUN") or "default"
+                    inherited = _new_scope(ScopeKind.RUN, name, None, {})
+                    _notify("open", inherited)
+                _default_run = inherited
+    return _default_run
+
+
+def _inherited_parent() -> Scope | None:
+    """The scope a parent process passed down (see `tokentrail.propagate`), if any."""
+    from tokentrail import propagate
+
+    return propagate.inherited_scope()
+
+
+def current_scope() -> Scope:
+    """The innermost open scope, or this process's default run."""
+    return _current.get() or default_run()
+
+
+def _notify(event: str, scope: Scope) -> None:
+    for listener in _listeners:
+        listener(event, scope)
+
+
+def add_call(scope: Scope, usage: Usage, provenance: Provenance, model: str | None) -> None:
+    """Add one finished call to the live totals of ``scope`` and its ancestors."""
+    one = UsageTotals.of(usage, provenance)
+    delta = [getattr(one, k) for k in _TOTAL_KEYS]
+    agent = scope.agent
+    with _totals_lock:
+        for node in scope.chain():
+            totals = node._totals
+            totals.sums = [a + b for a, b in zip(totals.sums, delta)]
+            totals.last = usage
+            if totals.by_model is not None and totals.by_agent is not None:
+                key = model or "unknown"
+                totals.by_model[key] = [a + b for a, b in zip(totals.by_model.get(key, [0] * len(delta)), delta)]
+                if agent is not None:
+                    totals.by_agent[agent] = [
+                        a + b for a, b in zip(totals.by_agent.get(agent, [0] * len(delta)), delta)
+                    ]
+
+
+def add_cost(scope: Scope, amount: Decimal | None) -> None:
+    """Add one call's cost (``None`` when unknown) to ``scope`` and its ancestors."""
+    with _totals_lock:
+        for node in scope.chain():
+            if amount is None:
+                node._totals.calls_without_cost += 1
+            else:
+                node._totals.cost += amount
+
+
+def _pending_sync() -> None:
+    """Process records captured but not yet parsed, so live totals include every finished call."""
+    from tokentrail.sinks import pipeline
+
+    pipeline.process_pending()
+
+
+class ScopeHandle:
+    """A scope to open: a context manager (sync and async) and a decorator.
+
+    Used as a decorator, every call of the function opens a fresh scope of the same kind and name.
+    Read ``usage``, ``last`` and ``summary()`` on the handle while it is open or after it closed.
+    """
+
+    def __init__(self, kind: ScopeKind, name: str, tags: dict[str, Any]) -> None:
+        self.kind = kind
+        self.name = name
+        self.tags = tags
+        self._scope: Scope | None = None
+        self._token: contextvars.Token[Scope | None] | None = None
+
+    # -- context manager -------------------------------------------------------------------------
+    def __enter__(self) -> ScopeHandle:
+        parent = _current.get()
+        if parent is None and self.kind is not ScopeKind.RUN:
+            parent = default_run()
+        self._scope = _new_scope(self.kind, self.name, parent, self.tags)
+        self._token = _current.set(self._scope)
+        _notify("open", self._scope)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._token is not None:
+            try:
+                _current.reset(self._token)
+            except ValueError:
+                # Exited in another context than it was entered in (e.g. a generator finished by
+                # another task); the scope still closes.
+                _current.set(self._scope.parent if self._scope else None)
+            self._token = None
+        if self._scope is not None:
+            _notify("close", self._scope)
+
+    async def __aenter__(self) -> ScopeHandle:
+        return self.__enter__()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.__exit__(*exc)
+
+    # -- decorator -------------------------------------------------------------------------------
+    def __call__(self, fn: F) -> F:
+        kind, name, tags = self.kind, self.name, self.tags
+        if inspect.iscoroutinefunction(fn):
+
+            @functools.wraps(fn)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                async with ScopeHandle(kind, name, tags):
+                    return await fn(*args, **kwargs)
+
+            return async_wrapper  # type: ignore[return-value]
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with ScopeHandle(kind, name, tags):
+                return fn(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    # -- live totals -----------------------------------------------------------------------------
+    @property
+    def scope(self) -> Scope:
+        """The opened scope (raises `RuntimeError` before the handle was entered)."""
+        if self._scope is None:
+            raise RuntimeError(f"{self.kind} {self.name!r} has not been opened yet")
+        return self._scope
+
+    @property
+    def usage(self) -> UsageTotals:
+        """Cumulative totals of the scope, its children included."""
+        _pending_sync()
+        with _totals_lock:
+            return self.scope._totals.snapshot()
+
+    @property
+    def last(self) -> Usage | None:
+        """The usage of the latest call made in the scope or its children."""
+        _pending_sync()
+        with _totals_lock:
+            return self.scope._totals.last
+
+    @property
+    def cost(self) -> Decimal | None:
+        """Known cost so far in USD, or ``None`` if no call could be priced."""
+        _pending_sync()
+        with _totals_lock:
+            t = self.scope._totals
+            return None if t.calls_without_cost == t.sums[0] and t.sums[0] else t.cost
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-ready summary for trial logs: totals, cost, calls by model and per-agent totals.
+
+        Covers calls finished in this process up to now (``flush()`` is not needed).
+        """
+        _pending_sync()
+        scope = self.scope
+        with _totals_lock:
+            t = scope._totals
+            totals = t.snapshot().as_dict()
+            by_model = {m: dict(zip(_TOTAL_KEYS, v)) for m, v in (t.by_model or {}).items()}
+            by_agent = {a: dict(zip(_TOTAL_KEYS, v)) for a, v in (t.by_agent or {}).items()}
+            priced = t.sums[0] - t.calls_without_cost
+            cost = str(t.cost) if priced else None
+            calls_without_cost = t.calls_without_cost
+        return {
+            "scope": scope.kind.value,
+            "name": scope.name,
+            "id": scope.id,
+            "total_calls": totals.pop("calls"),
+            **totals,
+            "cost_usd": cost,
+            "calls_without_cost": calls_without_cost,
+            "calls_by_model": {m: v["calls"] for m, v in by_model.items()},
+            "by_model": by_model,
+            "by_agent": by_agent,
+        }
+
+    def __repr__(self) -> str:
+        state = "open" if self._token is not None else ("closed" if self._scope else "new")
+        return f"<tokentrail {self.kind.value} {self.name!r} {state}>"
+
+
+def run(name: str, **tags: Any) -> ScopeHandle:
+    """A run: one trial, session or request; the root of a scope tree. Tags are stored with it."""
+    return ScopeHandle(ScopeKind.RUN, name, tags)
+
+
+def agent(name: str, **tags: Any) -> ScopeHandle:
+    """An agent inside the current run."""
+    return ScopeHandle(ScopeKind.AGENT, name, tags)
+
+
+def step(name: str, **tags: Any) -> ScopeHandle:
+    """A step inside the current agent or run."""
+    return ScopeHandle(ScopeKind.STEP, name, tags)
+
+
+def tool(name: str, **tags: Any) -> ScopeHandle:
+    """A tool invocation; calls its implementation makes are attributed to it."""
+    return ScopeHandle(ScopeKind.TOOL, name, tags)
+
+
+def _reset_after_fork() -> None:
+    global _totals_lock, _default_lock
+    _totals_lock = threading.Lock()
+    _default_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)

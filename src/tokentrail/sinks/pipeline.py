@@ -1,0 +1,366 @@
+"""From captured exchanges to stored records, off the caller's thread.
+
+    hot path ─submit()─▶ pending (deque) ─process_pending()─▶ records + live totals ─▶ ready (deque)
+                                                                          writer thread ─▶ sinks
+
+`process_pending` parses bodies, builds `CallRecord`s, runs the enrichers and updates the scopes' live
+totals. The writer thread runs it every `interval` seconds; reading a scope's totals runs it too, so
+totals always include every finished call. Sink failures keep records queued for the next round;
+records are dropped only past `max_queue`, and every drop is counted and stored.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import warnings
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from tokentrail._guard import guard, report
+from tokentrail.errors import RecordsDroppedWarning
+from tokentrail.records import CallRecord, CallStatus, Flag, new_id
+from tokentrail.scope import Scope, _listeners, add_call, add_cost
+from tokentrail.usage import Usage
+from tokentrail.wire import provider_for
+from tokentrail.wire._base import ParsedCall, StreamOutcome
+
+if TYPE_CHECKING:
+    from tokentrail.capture._exchange import Exchange
+
+log = logging.getLogger("tokentrail")
+
+
+class ScopeEvent(tuple[str, Scope, int]):
+    """("open" | "close", scope, wall-clock ns)."""
+
+    __slots__ = ()
+
+
+class Sink(Protocol):
+    """Where finished records go. Called from one thread at a time; may raise (records are kept)."""
+
+    def write(self, records: list[CallRecord], scopes: list[ScopeEvent], dropped: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
+Enricher = Callable[[CallRecord, "Exchange"], CallRecord]
+
+max_queue = 1_000_000
+"""Captured exchanges waiting to be processed before new ones are dropped (and counted)."""
+interval = 0.2
+"""Seconds between writer rounds."""
+
+_pending: deque[Any] = deque()
+_ready: deque[CallRecord | ScopeEvent] = deque()
+_dropped = 0
+_dropped_unwritten = 0
+_process_lock = threading.Lock()
+_write_lock = threading.Lock()
+_sinks: list[Sink] = []
+_enrichers: list[Enricher] = []
+_subscribers: list[Callable[[CallRecord], None]] = []
+_writer: threading.Thread | None = None
+_stop = threading.Event()
+_failures: dict[tuple[str, int], tuple[int, float]] = {}
+_HOST = socket.gethostname()
+_announced: set[str] = set()
+"""Scopes already handed to the sinks; a record's unannounced ancestors are announced before it."""
+
+
+# -- hot path --------------------------------------------------------------------------------------
+
+
+def submit(item: Exchange | ScopeEvent) -> None:
+    """Queue a finished exchange or a scope event. O(1), no I/O."""
+    global _dropped
+    if len(_pending) >= max_queue:
+        _dropped += 1
+        if _dropped == 1:
+            warnings.warn(
+                f"tokentrail's queue is full ({max_queue} items); records are being dropped and counted",
+                RecordsDroppedWarning,
+                stacklevel=3,
+            )
+        return
+    _pending.append(item)
+    if _writer is None and _sinks:
+        _start_writer()
+
+
+def _on_scope(event: str, scope: Scope) -> None:
+    submit(ScopeEvent((event, scope, time.time_ns())))
+
+
+_listeners.append(_on_scope)
+
+
+# -- processing ------------------------------------------------------------------------------------
+
+
+def process_pending() -> None:
+    """Turn every queued exchange into a record and count it in its scopes' live totals."""
+    if not _pending:
+        return
+    with _process_lock:
+        while _pending:
+            item = _pending.popleft()
+            if isinstance(item, ScopeEvent):
+                if item[0] == "open":
+                    _announced.add(item[1].id)
+                _ready.append(item)
+                continue
+            _announce(item.scope)
+            with guard("pipeline.build"):
+                record = build(item)
+                for enrich in _enrichers:
+                    with guard(f"enrich.{getattr(enrich, '__name__', 'step')}"):
+                        record = enrich(record, item)
+                add_call(item.scope, record.usage, record.provenance, record.model)
+                add_cost(item.scope, record.cost.amount if record.cost else None)
+                _ready.append(record)
+                for subscriber in _subscribers:
+                    with guard("subscriber"):
+                        subscriber(record)
+
+
+def _announce(scope: Scope) -> None:
+    """Scopes opened before any sink existed (e.g. before instrument()) are stored with their first call."""
+    missing = []
+    node: Scope | None = scope
+    while node is not None and node.id not in _announced:
+        missing.append(node)
+        node = node.parent
+    for node in reversed(missing):
+        _announced.add(node.id)
+        _ready.append(ScopeEvent(("open", node, node.started_ns)))
+
+
+def _attempt(exchange: Exchange, ok: bool) -> int:
+    """1 + the retries before this attempt: from the SDK's retry header, else from an identical
+    request that failed moments before (same URL and body)."""
+    request = exchange.request
+    header = request.headers.get("x-stainless-retry-count")  # openai and anthropic SDKs send it
+    if header is not None and header.isdigit():
+        return int(header) + 1
+    body = _request_body(request)
+    key = (str(exchange.url), hash(body))
+    now = time.monotonic()
+    previous = _failures.pop(key, None)
+    attempt = previous[0] + 1 if previous is not None and now - previous[1] < 300 else 1
+    if not ok:
+        if len(_failures) > 1000:
+            _failures.clear()
+        _failures[key] = (attempt, now)
+    return attempt
+
+
+def _request_body(request: Any) -> bytes:
+    try:
+        content = request.content
+    except Exception:  # a streaming request body that was never read into memory
+        return b""
+    return content if isinstance(content, bytes) else b""
+
+
+def build(exchange: Exchange) -> CallRecord:
+    """The `CallRecord` of a finished exchange."""
+    parser, url = exchange.parser, exchange.url
+    body = _request_body(exchange.request)
+    info = parser.parse_request(body)
+    status_code = exchange.status_code
+    flags: set[str] = set()
+    error = type(exchange.error).__name__ if exchange.error is not None else None
+
+    if exchange.streamed:
+        result = exchange.result or ParsedCall(complete=False)
+    elif exchange.body is not None:
+        result = parser.parse(exchange.body) if status_code is not None and status_code < 400 else ParsedCall()
+    else:
+        result = ParsedCall(complete=False)
+
+    if status_code is None:
+        cancelled = exchange.error is not None and not isinstance(exchange.error, Exception)
+        status = CallStatus.CANCELLED if cancelled else CallStatus.NETWORK_ERROR
+    elif status_code >= 400:
+        status = CallStatus.HTTP_ERROR
+        flags.add(Flag.HTTP_ERROR)
+    elif exchange.streamed and not result.complete:
+        broken = exchange.outcome in (StreamOutcome.BROKEN, StreamOutcome.COMPLETE)
+        status = CallStatus.NETWORK_ERROR if broken else CallStatus.CANCELLED
+    else:
+        status = CallStatus.OK
+    flags |= result.flags
+    if status is not CallStatus.HTTP_ERROR and not result.complete and exchange.streamed:
+        flags.add(Flag.STREAM_INCOMPLETE)
+
+    scope = exchange.scope
+    run = scope.run or scope
+    t_end = exchange.t_end or exchange.t0
+    from tokentrail.enrich.callsite import resolve
+
+    return CallRecord(
+        id=new_id(),
+        api=parser.api,
+        provider=provider_for(url.host, parser.api),
+        host=url.host,
+        endpoint=url.path,
+        requested_model=info.model,
+        model=result.model or info.model,
+        stream=info.stream,
+        status=status,
+        http_status=status_code,
+        error=error,
+        attempt=_attempt(exchange, status is CallStatus.OK),
+        started_ns=exchange.started_ns,
+        latency_ns=t_end - exchange.t0,
+        first_token_ns=None if exchange.t_first is None else exchange.t_first - exchange.t0,
+        usage=result.usage if result.usage is not None else Usage(),
+        provenance=result.provenance,
+        raw_usage=result.raw_usage,
+        flags=frozenset(flags),
+        response_id=result.response_id,
+        scope_id=scope.id,
+        scope_path=scope.name_path,
+        scope_id_path=scope.id_path,
+        run_id=run.id,
+        run=run.name,
+        agent=scope.agent,
+        step=scope.step,
+        tool=scope.tool,
+        call_site=resolve(exchange.site),
+        pid=os.getpid(),
+        host_name=_HOST,
+        tags=scope.tags,
+    )
+
+
+# -- writing ---------------------------------------------------------------------------------------
+
+
+def write_ready() -> None:
+    """Hand every ready record to the sinks; on failure keep them for the next round."""
+    global _dropped_unwritten
+    if not _ready and not (_dropped - _dropped_unwritten):
+        return
+    with _write_lock:
+        batch: list[Any] = []
+        while _ready:
+            batch.append(_ready.popleft())
+        records = [r for r in batch if isinstance(r, CallRecord)]
+        scopes = [s for s in batch if isinstance(s, ScopeEvent)]
+        dropped = _dropped - _dropped_unwritten
+        try:
+            for sink in _sinks:
+                sink.write(records, scopes, dropped)
+        except Exception as exc:
+            # Keep the batch, in order, ahead of anything queued since; retried next round.
+            _ready.extendleft(reversed(batch))
+            report("sink.write", exc)
+            return
+        _dropped_unwritten += dropped
+
+
+def flush() -> None:
+    """Process and write everything captured so far. Blocks until the sinks have it."""
+    process_pending()
+    write_ready()
+
+
+def _run_writer() -> None:
+    while not _stop.wait(interval):
+        try:
+            process_pending()
+            write_ready()
+        except Exception as exc:  # the writer must outlive any bug
+            report("writer", exc)
+
+
+def _start_writer() -> None:
+    global _writer
+    with _write_lock:
+        if _writer is None:
+            _stop.clear()
+            _writer = threading.Thread(target=_run_writer, name="tokentrail-writer", daemon=True)
+            _writer.start()
+
+
+# -- configuration ---------------------------------------------------------------------------------
+
+
+def add_sink(sink: Sink) -> None:
+    _sinks.append(sink)
+    _start_writer()
+
+
+def remove_sinks() -> list[Sink]:
+    """Detach every sink (after a final flush) and return them."""
+    flush()
+    removed = list(_sinks)
+    _sinks.clear()
+    return removed
+
+
+def add_enricher(enricher: Enricher) -> None:
+    if enricher not in _enrichers:
+        _enrichers.append(enricher)
+
+
+def subscribe(callback: Callable[[CallRecord], None]) -> Callable[[], None]:
+    """Call ``callback(record)`` for every finished record (from the processing thread).
+
+    Returns a function that unsubscribes.
+    """
+    _subscribers.append(callback)
+    return lambda: _subscribers.remove(callback) if callback in _subscribers else None
+
+
+def dropped() -> int:
+    """Records dropped in this process because the queue was full."""
+    return _dropped
+
+
+def raw_usage_json(value: Any) -> str | None:
+    """The raw usage as stored: JSON, or ``None``."""
+    if value is None:
+        return None
+    try:
+        return json.dumps(value, separators=(",", ":"), default=str)
+    except (TypeError, ValueError):
+        return json.dumps(repr(value))
+
+
+def _at_exit() -> None:
+    _stop.set()
+    with guard("flush.exit"):
+        flush()
+    for sink in _sinks:
+        with guard("sink.close"):
+            sink.close()
+
+
+def _after_fork_in_child() -> None:
+    # The parent writes what it had queued; the child starts empty with fresh locks, a writer of its
+    # own (started on its first record) and sinks that reopen their connections.
+    global _process_lock, _write_lock, _writer, _dropped, _dropped_unwritten, _stop
+    _process_lock, _write_lock = threading.Lock(), threading.Lock()
+    _stop = threading.Event()
+    _pending.clear()
+    _ready.clear()
+    _writer = None
+    _dropped = _dropped_unwritten = 0
+    for sink in _sinks:
+        reopen = getattr(sink, "after_fork", None)
+        if reopen is not None:
+            reopen()
+
+
+atexit.register(_at_exit)
+os.register_at_fork(after_in_child=_after_fork_in_child)

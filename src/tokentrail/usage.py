@@ -1,0 +1,165 @@
+"""Token counts as immutable values, and where each count came from.
+
+The conventions are the same for every provider (ARCHITECTURE.md §2):
+
+- ``input_tokens`` is every billed input token, cached or not; ``cache_read_tokens`` and
+  ``cache_write_tokens`` are parts of it.
+- ``output_tokens`` is every generated token; ``reasoning_tokens`` is a part of it.
+- ``total_tokens`` is ``input_tokens + output_tokens``.
+- An unknown count is ``None``, never 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from enum import StrEnum
+from typing import Any
+
+
+class Source(StrEnum):
+    """Where a count came from, from most to least trustworthy."""
+
+    REPORTED = "reported"
+    """The provider said so."""
+    COUNTED = "counted"
+    """Counted by tokentrail with the model's own tokenizer."""
+    ESTIMATED = "estimated"
+    """Counted by tokentrail with another tokenizer (named in `Provenance.tokenizer`)."""
+    PARTIAL = "partial"
+    """The stream ended before the final usage arrived; the count is what was seen."""
+    MISSING = "missing"
+    """Nothing to report or count."""
+
+
+_SOURCE_RANK = {s: i for i, s in enumerate(Source)}
+
+
+def weakest(*sources: Source) -> Source:
+    """The least trustworthy of ``sources`` (``MISSING`` if none are given)."""
+    return max(sources, key=_SOURCE_RANK.__getitem__, default=Source.MISSING)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Provenance:
+    """Where the input and output counts of one call came from."""
+
+    input: Source = Source.MISSING
+    output: Source = Source.MISSING
+    tokenizer: str | None = None
+    """The tokenizer that counted, when a count is ``counted`` or ``estimated``."""
+
+    @property
+    def source(self) -> Source:
+        """One word for the whole call: the weaker of the input and output sources."""
+        return weakest(self.input, self.output)
+
+
+REPORTED = Provenance(input=Source.REPORTED, output=Source.REPORTED)
+MISSING = Provenance()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Usage:
+    """The normalized token counts of one call. ``None`` means unknown."""
+
+    input_tokens: int | None = None
+    """Every billed input token, cached or not. Includes cache_read and cache_write."""
+    output_tokens: int | None = None
+    """Every generated token. Includes reasoning_tokens."""
+    cache_read_tokens: int | None = None
+    """Input tokens read from the provider's prompt cache (part of input_tokens)."""
+    cache_write_tokens: int | None = None
+    """Input tokens written to the provider's prompt cache (part of input_tokens)."""
+    reasoning_tokens: int | None = None
+    """Reasoning or thinking tokens (part of output_tokens)."""
+
+    @property
+    def total_tokens(self) -> int | None:
+        """input + output, or ``None`` when either is unknown."""
+        if self.input_tokens is None or self.output_tokens is None:
+            return None
+        return self.input_tokens + self.output_tokens
+
+    @property
+    def is_empty(self) -> bool:
+        """True when no count at all is known."""
+        return self.input_tokens is None and self.output_tokens is None
+
+    def as_dict(self) -> dict[str, int | None]:
+        """The five counts and the derived total, for JSON."""
+        return {
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cache_read_tokens": self.cache_read_tokens,
+            "cache_write_tokens": self.cache_write_tokens,
+            "reasoning_tokens": self.reasoning_tokens,
+            "total_tokens": self.total_tokens,
+        }
+
+
+EMPTY = Usage()
+
+TOKEN_FIELDS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "total_tokens",
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UsageTotals:
+    """The sum over many calls.
+
+    Counts are plain integers: a call whose count is unknown adds nothing to that count and is
+    counted in ``calls_without_usage`` instead, so a total always says what it could not include.
+    """
+
+    calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+    total_tokens: int = 0
+    calls_without_usage: int = 0
+    """Calls whose input or output count is unknown (missing, or a stream cut short)."""
+    calls_estimated: int = 0
+    """Calls with a count tokentrail counted or estimated rather than the provider reported."""
+
+    @classmethod
+    def of(cls, usage: Usage, provenance: Provenance = REPORTED) -> UsageTotals:
+        """The totals of a single call."""
+        complete = usage.input_tokens is not None and usage.output_tokens is not None
+        ours = (Source.COUNTED, Source.ESTIMATED)
+        return cls(
+            calls=1,
+            input_tokens=usage.input_tokens or 0,
+            output_tokens=usage.output_tokens or 0,
+            cache_read_tokens=usage.cache_read_tokens or 0,
+            cache_write_tokens=usage.cache_write_tokens or 0,
+            reasoning_tokens=usage.reasoning_tokens or 0,
+            total_tokens=(usage.input_tokens or 0) + (usage.output_tokens or 0),
+            calls_without_usage=0 if complete else 1,
+            calls_estimated=int(provenance.input in ours or provenance.output in ours),
+        )
+
+    def __add__(self, other: UsageTotals) -> UsageTotals:
+        if not isinstance(other, UsageTotals):
+            return NotImplemented
+        return UsageTotals(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in _TOTAL_FIELDS})
+
+    def as_dict(self) -> dict[str, int]:
+        """Every field, for JSON."""
+        return {f.name: getattr(self, f.name) for f in _TOTAL_FIELDS}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> UsageTotals:
+        """The inverse of `as_dict`; unknown keys are ignored and ``None`` counts as 0."""
+        return cls(**{f.name: int(data.get(f.name) or 0) for f in _TOTAL_FIELDS})
+
+
+_TOTAL_FIELDS = fields(UsageTotals)
+ZERO = UsageTotals()

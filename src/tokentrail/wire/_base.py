@@ -1,0 +1,266 @@
+"""What every API family's parser provides, and the helpers they share."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
+
+from tokentrail.records import Flag
+from tokentrail.usage import MISSING, REPORTED, Provenance, Source, Usage
+
+
+class StreamOutcome(StrEnum):
+    """How a streamed response body ended."""
+
+    COMPLETE = "complete"
+    """The body was read to its end."""
+    CLOSED_EARLY = "closed_early"
+    """The caller closed it before the end."""
+    BROKEN = "broken"
+    """Reading it raised (connection dropped, timeout)."""
+    ABANDONED = "abandoned"
+    """It was garbage-collected without being read to the end or closed."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestInfo:
+    """What the request body says."""
+
+    model: str | None = None
+    stream: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ParsedCall:
+    """What a response body says about usage."""
+
+    model: str | None = None
+    usage: Usage = field(default_factory=Usage)
+    provenance: Provenance = MISSING
+    raw_usage: Any = None
+    flags: frozenset[str] = frozenset()
+    response_id: str | None = None
+    complete: bool = True
+    """False when a stream ended before its final event."""
+
+
+class StreamParser(Protocol):
+    """Consumes a streamed body chunk by chunk, on the caller's thread: keep `feed` cheap."""
+
+    def feed(self, chunk: bytes) -> None: ...
+
+    def finish(self, outcome: StreamOutcome) -> ParsedCall: ...
+
+
+class WireParser(Protocol):
+    """One API family. `matches` is called for every request: it must be cheap and allocate nothing."""
+
+    api: str
+
+    def matches(self, method: str, path: str) -> bool: ...
+
+    def parse_request(self, body: bytes) -> RequestInfo: ...
+
+    def parse(self, body: bytes) -> ParsedCall: ...
+
+    def stream(self) -> StreamParser: ...
+
+
+# -- usage as data -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class UsageMap:
+    """Where a family puts each count: destination → paths (dotted) that are summed.
+
+    Several paths for one destination express inclusive buckets, e.g. Anthropic's input is
+    ``input_tokens + cache_read_input_tokens + cache_creation_input_tokens``.
+    """
+
+    input: tuple[str, ...] = ()
+    output: tuple[str, ...] = ()
+    cache_read: tuple[str, ...] = ()
+    cache_write: tuple[str, ...] = ()
+    reasoning: tuple[str, ...] = ()
+    total: str | None = None
+    """The provider's own total, checked against input + output."""
+
+
+def _lookup(raw: Mapping[str, Any], path: str) -> Any:
+    node: Any = raw
+    for part in path.split("."):
+        if not isinstance(node, Mapping):
+            return None
+        node = node.get(part)
+    return node
+
+
+def _valid(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _sum(raw: Mapping[str, Any], paths: tuple[str, ...], flags: set[str]) -> int | None:
+    total: int | None = None
+    for path in paths:
+        value = _lookup(raw, path)
+        if value is None:
+            continue
+        if not _valid(value):
+            flags.add(Flag.INVALID_VALUE)
+            return None
+        total = (total or 0) + value
+    return total
+
+
+def read_usage(raw: Any, spec: UsageMap, source: Source = Source.REPORTED) -> tuple[Usage, Provenance, set[str]]:
+    """Normalize a provider's usage mapping with ``spec``; validate every number, never raise.
+
+    Returns the usage, its provenance and the flags raised (`Flag` values).
+    """
+    flags: set[str] = set()
+    if not isinstance(raw, Mapping):
+        if raw is not None:
+            flags.add(Flag.INVALID_VALUE)
+        return Usage(), MISSING, flags
+    usage = Usage(
+        input_tokens=_sum(raw, spec.input, flags),
+        output_tokens=_sum(raw, spec.output, flags),
+        cache_read_tokens=_sum(raw, spec.cache_read, flags),
+        cache_write_tokens=_sum(raw, spec.cache_write, flags),
+        reasoning_tokens=_sum(raw, spec.reasoning, flags),
+    )
+    cached = (usage.cache_read_tokens or 0) + (usage.cache_write_tokens or 0)
+    if (usage.input_tokens is not None and cached > usage.input_tokens) or (
+        usage.output_tokens is not None and (usage.reasoning_tokens or 0) > usage.output_tokens
+    ):
+        flags.add(Flag.PARTS_EXCEED_WHOLE)
+    if spec.total is not None:
+        reported_total = _lookup(raw, spec.total)
+        if reported_total is not None:
+            if not _valid(reported_total):
+                flags.add(Flag.INVALID_VALUE)
+            elif usage.total_tokens is not None and reported_total != usage.total_tokens:
+                flags.add(Flag.TOTAL_MISMATCH)
+    provenance = Provenance(
+        input=source if usage.input_tokens is not None else Source.MISSING,
+        output=source if usage.output_tokens is not None else Source.MISSING,
+    )
+    return usage, provenance, flags
+
+
+# -- cheap JSON access -----------------------------------------------------------------------------
+
+
+def json_value(body: bytes, key: str) -> Any:
+    """The value of the last top-level-looking ``"key":`` in a JSON body, without parsing it all.
+
+    Embedding responses carry megabytes of floats before their ``model`` and ``usage``; a full
+    ``json.loads`` of those costs milliseconds. A quoted key cannot occur unescaped inside a JSON
+    string, so a match is a real key (possibly of a nested object: parsers only ask for keys that
+    their family puts at the top level, after any nested objects of the same name).
+    """
+    needle = b'"' + key.encode() + b'"'
+    end = len(body)
+    while True:
+        at = body.rfind(needle, 0, end)
+        if at < 0:
+            return None
+        i = at + len(needle)
+        while i < len(body) and body[i] in b" \t\r\n":
+            i += 1
+        if i < len(body) and body[i] == 58:  # ":"
+            try:
+                value, _ = _decoder.raw_decode(body[i + 1 :].lstrip().decode("utf-8", "replace"))
+            except ValueError:
+                return None
+            return value
+        end = at
+
+
+_decoder = json.JSONDecoder()
+
+
+def loads(body: bytes) -> Any:
+    """``json.loads`` that returns ``None`` instead of raising."""
+    try:
+        return json.loads(body)
+    except ValueError:
+        return None
+
+
+def request_info(body: bytes) -> RequestInfo:
+    """Model and stream flag of a JSON request body (shared by the OpenAI-shaped families)."""
+    if not body:
+        return RequestInfo()
+    model = json_value(body, "model")
+    stream = json_value(body, "stream")
+    return RequestInfo(model=model if isinstance(model, str) else None, stream=stream is True)
+
+
+def parsed(
+    raw_usage: Any,
+    spec: UsageMap,
+    *,
+    model: Any = None,
+    response_id: Any = None,
+    complete: bool = True,
+    extra_flags: set[str] | None = None,
+) -> ParsedCall:
+    """Build a `ParsedCall` from a raw usage object found in a body or stream."""
+    usage, provenance, flags = read_usage(raw_usage, spec)
+    if not complete:
+        # Whatever usage was seen before the stream broke is a floor, not the bill.
+        provenance = Provenance(
+            input=Source.PARTIAL if provenance.input is Source.REPORTED else provenance.input,
+            output=Source.PARTIAL if provenance.output is Source.REPORTED else provenance.output,
+        )
+        flags.add(Flag.STREAM_INCOMPLETE)
+    if extra_flags:
+        flags |= extra_flags
+    return ParsedCall(
+        model=model if isinstance(model, str) else None,
+        usage=usage,
+        provenance=provenance,
+        raw_usage=raw_usage,
+        flags=frozenset(flags),
+        response_id=response_id if isinstance(response_id, str) else None,
+        complete=complete,
+    )
+
+
+class WholeBody:
+    """A JSON body read through a streaming response: collected, then parsed once at the end."""
+
+    __slots__ = ("_parser", "_chunks")
+
+    def __init__(self, parser: WireParser) -> None:
+        self._parser = parser
+        self._chunks: list[bytes] = []
+
+    def feed(self, chunk: bytes) -> None:
+        self._chunks.append(chunk)
+
+    def finish(self, outcome: StreamOutcome) -> ParsedCall:
+        if outcome is not StreamOutcome.COMPLETE:
+            return ParsedCall(complete=False, flags=frozenset({Flag.STREAM_INCOMPLETE}))
+        return self._parser.parse(b"".join(self._chunks))
+
+
+__all__ = [
+    "REPORTED",
+    "ParsedCall",
+    "RequestInfo",
+    "StreamOutcome",
+    "StreamParser",
+    "UsageMap",
+    "WholeBody",
+    "WireParser",
+    "json_value",
+    "loads",
+    "parsed",
+    "read_usage",
+    "request_info",
+]

@@ -1,0 +1,146 @@
+"""OpenAI Chat Completions (``POST …/chat/completions``) and legacy Completions (``…/completions``).
+
+Served the same way by OpenAI, Azure OpenAI, OpenRouter, vLLM, Ollama's ``/v1``, LM Studio and every
+OpenAI-compatible server, on any host. Usage shape:
+https://platform.openai.com/docs/api-reference/chat/object#chat/object-usage
+
+Stream quirks:
+- usage arrives only when the request sets ``stream_options.include_usage``; it is then a last chunk
+  with ``"choices": []``, and every earlier chunk carries ``"usage": null``
+  (https://platform.openai.com/docs/api-reference/chat/streaming).
+- vLLM with ``continuous_usage_stats`` sends cumulative usage on every chunk: the last one wins, never
+  the sum (https://docs.vllm.ai/en/latest/serving/openai_compatible_server.html).
+- the stream ends with ``data: [DONE]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from tokentrail.wire._base import (
+    ParsedCall,
+    RequestInfo,
+    StreamOutcome,
+    UsageMap,
+    WholeBody,
+    json_value,
+    loads,
+    parsed,
+    request_info,
+)
+from tokentrail.wire.sse import SseDecoder
+
+USAGE = UsageMap(
+    input=("prompt_tokens",),
+    output=("completion_tokens",),
+    cache_read=("prompt_tokens_details.cached_tokens",),
+    reasoning=("completion_tokens_details.reasoning_tokens",),
+    total="total_tokens",
+)
+
+
+def has_object(data: bytes, needle: bytes) -> bool:
+    """True when ``"key": {`` occurs in ``data`` (``needle`` is the quoted key); cheap, no parse."""
+    at = data.find(needle)
+    while at >= 0:
+        i = at + len(needle)
+        rest = data[i : i + 8].lstrip()
+        if rest.startswith(b":") and rest[1:].lstrip().startswith(b"{"):
+            return True
+        at = data.find(needle, i)
+    return False
+
+
+class ChatStream:
+    """Parses a chat.completion.chunk stream as it passes."""
+
+    __slots__ = ("_sse", "_model", "_id", "_usage", "_done", "_finished", "_error")
+
+    def __init__(self) -> None:
+        self._sse = SseDecoder()
+        self._model: object = None
+        self._id: object = None
+        self._usage: object = None
+        self._done = False
+        self._finished = False
+        self._error = False
+
+    def feed(self, chunk: bytes) -> None:
+        for event in self._sse.feed(chunk):
+            data = event.data
+            if data == b"[DONE]":
+                self._done = True
+                continue
+            if self._model is None or has_object(data, b'"usage"') or b'"error"' in data:
+                obj = loads(data)
+                if not isinstance(obj, dict):
+                    continue
+                if self._model is None:
+                    self._model, self._id = obj.get("model"), obj.get("id")
+                if isinstance(obj.get("usage"), dict):
+                    self._usage = obj["usage"]
+                if "error" in obj:
+                    self._error = True
+            if not self._finished and (b'"finish_reason":"' in data or b'"finish_reason": "' in data):
+                self._finished = True
+
+    def finish(self, outcome: StreamOutcome) -> ParsedCall:
+        complete = self._done or (outcome is StreamOutcome.COMPLETE and self._finished and not self._error)
+        return parsed(self._usage, USAGE, model=self._model, response_id=self._id, complete=complete)
+
+
+class ChatCompletions:
+    api = "openai.chat"
+    _suffix = "/chat/completions"
+
+    def matches(self, method: str, path: str) -> bool:
+        return path.endswith(self._suffix)
+
+    def parse_request(self, body: bytes) -> RequestInfo:
+        return request_info(body)
+
+    def parse(self, body: bytes) -> ParsedCall:
+        return parsed(json_value(body, "usage"), USAGE, model=json_value(body, "model"), response_id=json_value(body, "id"))
+
+    def stream(self) -> ChatStream:
+        return ChatStream()
+
+
+class Completions(ChatCompletions):
+    """The legacy text completions endpoint: the same usage shape, ``choices[].text`` instead of deltas."""
+
+    api = "openai.completions"
+    _suffix = "/completions"
+
+    def matches(self, method: str, path: str) -> bool:
+        return path.endswith("/completions") and not path.endswith("/chat/completions")
+
+
+class Embeddings:
+    """``POST …/embeddings``. Output is 0 by definition: an embedding generates no tokens."""
+
+    api = "openai.embeddings"
+    _usage = UsageMap(input=("prompt_tokens",), output=("completion_tokens",), total="total_tokens")
+
+    def matches(self, method: str, path: str) -> bool:
+        return path.endswith("/embeddings")
+
+    def parse_request(self, body: bytes) -> RequestInfo:
+        return request_info(body)
+
+    def parse(self, body: bytes) -> ParsedCall:
+        raw = json_value(body, "usage")
+        if isinstance(raw, dict) and "completion_tokens" not in raw:
+            # Embeddings report no output count because there is none; 0 is the fact, not a guess.
+            raw_for_counts = {**raw, "completion_tokens": 0}
+            result = parsed(raw_for_counts, self._usage, model=json_value(body, "model"))
+            return replace(result, raw_usage=raw)
+        return parsed(raw, self._usage, model=json_value(body, "model"))
+
+    def stream(self) -> WholeBody:
+        return WholeBody(self)
+
+
+CHAT = ChatCompletions()
+COMPLETIONS = Completions()
+EMBEDDINGS = Embeddings()

@@ -1,0 +1,70 @@
+"""OpenAI Responses API (``POST …/responses``).
+
+Usage shape: https://platform.openai.com/docs/api-reference/responses/object#responses/object-usage
+Stream: named events; the model comes with ``response.created`` and the usage with the terminal event,
+``response.completed`` (or ``response.incomplete`` / ``response.failed``), inside its ``response``
+object (https://platform.openai.com/docs/api-reference/responses-streaming).
+"""
+
+from __future__ import annotations
+
+from tokentrail.wire._base import ParsedCall, RequestInfo, StreamOutcome, UsageMap, json_value, loads, parsed, request_info
+from tokentrail.wire.sse import SseDecoder
+
+USAGE = UsageMap(
+    input=("input_tokens",),
+    output=("output_tokens",),
+    cache_read=("input_tokens_details.cached_tokens",),
+    reasoning=("output_tokens_details.reasoning_tokens",),
+    total="total_tokens",
+)
+
+_TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
+_FIRST = frozenset({"response.created", "response.in_progress"})
+
+
+class ResponsesStream:
+    __slots__ = ("_sse", "_model", "_id", "_usage", "_done")
+
+    def __init__(self) -> None:
+        self._sse = SseDecoder()
+        self._model: object = None
+        self._id: object = None
+        self._usage: object = None
+        self._done = False
+
+    def feed(self, chunk: bytes) -> None:
+        for event in self._sse.feed(chunk):
+            name = event.event
+            if name in _TERMINAL or (self._model is None and name in _FIRST):
+                obj = loads(event.data)
+                response = obj.get("response") if isinstance(obj, dict) else None
+                if not isinstance(response, dict):
+                    continue
+                self._model = response.get("model") or self._model
+                self._id = response.get("id") or self._id
+                if name in _TERMINAL:
+                    self._done = True
+                    self._usage = response.get("usage")
+
+    def finish(self, outcome: StreamOutcome) -> ParsedCall:
+        return parsed(self._usage, USAGE, model=self._model, response_id=self._id, complete=self._done)
+
+
+class Responses:
+    api = "openai.responses"
+
+    def matches(self, method: str, path: str) -> bool:
+        return path.endswith("/responses")
+
+    def parse_request(self, body: bytes) -> RequestInfo:
+        return request_info(body)
+
+    def parse(self, body: bytes) -> ParsedCall:
+        return parsed(json_value(body, "usage"), USAGE, model=json_value(body, "model"), response_id=json_value(body, "id"))
+
+    def stream(self) -> ResponsesStream:
+        return ResponsesStream()
+
+
+RESPONSES = Responses()
