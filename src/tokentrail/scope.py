@@ -139,7 +139,8 @@ _listeners: list[Callable[[str, Scope], None]] = []
 
 
 def default_run() -> Scope:
-    """The run that calls made outside any `run()` belong to: one per process invocation."""
+    """The scope of calls made outside any `run()`: one run per process invocation, named by
+    ``$TOKENTRAIL_RUN`` (else ``default``), or the scope a parent process passed down."""
     global _default_run
     if _default_run is None:
         with _default_lock:
@@ -151,6 +152,11 @@ def default_run() -> Scope:
                     name = os.environ.get("TOKENTRAIL_RUN") or "default"
                     inherited = _new_scope(ScopeKind.RUN, name, None, {})
                     _notify("open", inherited)
+                    # A launcher can name the agent of a whole process (job arrays, worker pools).
+                    agent_name = os.environ.get("TOKENTRAIL_AGENT")
+                    if agent_name:
+                        inherited = _new_scope(ScopeKind.AGENT, agent_name, inherited, {})
+                        _notify("open", inherited)
                 _default_run = inherited
     return _default_run
 

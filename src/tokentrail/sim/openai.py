@@ -119,8 +119,14 @@ def _first_function(tools: object, chat: bool) -> tuple[str, object] | None:
 
 
 def _plan(
-    *, model: str, key: bytes, prompt: list[int], cache: PromptCache, max_tokens: int | None,
-    effort: object, tool: tuple[str, object] | None,
+    *,
+    model: str,
+    key: bytes,
+    prompt: list[int],
+    cache: PromptCache,
+    max_tokens: int | None,
+    effort: object,
+    tool: tuple[str, object] | None,
 ) -> _Plan:
     cached = cache.lookup_and_store(model, prompt)
     reasoning = text.reasoning_tokens(model, effort)
@@ -128,14 +134,25 @@ def _plan(
         name, parameters = tool
         arguments = text.tool_arguments(parameters, key)
         call = _Tool(
-            call_id="call_" + text.request_key(key, "call").hex()[:24], name=name, arguments=arguments,
+            call_id="call_" + text.request_key(key, "call").hex()[:24],
+            name=name,
+            arguments=arguments,
             deltas=text.split_tokens(key, text.encode(arguments, model), model),
         )
         # Approximation: a call's output tokens are its name plus arguments (the framing is hidden).
         out = text.count_tokens(name, model) + text.count_tokens(arguments, model)
-        return _Plan(model=model, key=key, prompt_tokens=len(prompt), cached_tokens=cached, text="",
-                     deltas=[], finish="tool_calls", tool=call, reasoning_tokens=reasoning,
-                     output_tokens=out + reasoning)
+        return _Plan(
+            model=model,
+            key=key,
+            prompt_tokens=len(prompt),
+            cached_tokens=cached,
+            text="",
+            deltas=[],
+            finish="tool_calls",
+            tool=call,
+            reasoning_tokens=reasoning,
+            output_tokens=out + reasoning,
+        )
     # Reasoning spends the max-token budget first, as on OpenAI (max_completion_tokens and
     # max_output_tokens include reasoning); a budget it exhausts leaves an empty, cut reply.
     budget = None
@@ -143,14 +160,29 @@ def _plan(
         reasoning = min(reasoning, max_tokens)
         budget = max_tokens - reasoning
     reply = text.reply(key, model, budget)
-    return _Plan(model=model, key=key, prompt_tokens=len(prompt), cached_tokens=cached, text=reply.text,
-                 deltas=text.split_tokens(key, reply.ids, model), finish="length" if reply.truncated else "stop",
-                 tool=None, reasoning_tokens=reasoning, output_tokens=len(reply.ids) + reasoning)
+    return _Plan(
+        model=model,
+        key=key,
+        prompt_tokens=len(prompt),
+        cached_tokens=cached,
+        text=reply.text,
+        deltas=text.split_tokens(key, reply.ids, model),
+        finish="length" if reply.truncated else "stop",
+        tool=None,
+        reasoning_tokens=reasoning,
+        output_tokens=len(reply.ids) + reasoning,
+    )
 
 
 def _answer(plan: _Plan, **kwargs: Any) -> Answer:
-    return Answer(model=plan.model, input_tokens=plan.prompt_tokens, output_tokens=plan.output_tokens,
-                  cached_tokens=plan.cached_tokens, reasoning_tokens=plan.reasoning_tokens, **kwargs)
+    return Answer(
+        model=plan.model,
+        input_tokens=plan.prompt_tokens,
+        output_tokens=plan.output_tokens,
+        cached_tokens=plan.cached_tokens,
+        reasoning_tokens=plan.reasoning_tokens,
+        **kwargs,
+    )
 
 
 # --- chat completions -----------------------------------------------------------------------------
@@ -185,9 +217,13 @@ def chat_completions(req: dict[str, Any], cache: PromptCache, *, seq: int, usage
     )
     key = text.request_key(model, msgs)
     plan = _plan(
-        model=model, key=key, prompt=text.chat_prompt(msgs, tools, model), cache=cache,
+        model=model,
+        key=key,
+        prompt=text.chat_prompt(msgs, tools, model),
+        cache=cache,
         max_tokens=_int_or_none(req, "max_completion_tokens", "max_tokens"),
-        effort=req.get("reasoning_effort"), tool=_first_function(tools, chat=True) if wants_tool else None,
+        effort=req.get("reasoning_effort"),
+        tool=_first_function(tools, chat=True) if wants_tool else None,
     )
     cid = "chatcmpl-" + text.request_key(key, seq).hex()[:29]
     created = int(time.time())
@@ -196,8 +232,13 @@ def chat_completions(req: dict[str, Any], cache: PromptCache, *, seq: int, usage
         message: dict[str, Any] = {"role": "assistant", "content": plan.text, "refusal": None, "annotations": []}
         if plan.tool is not None:
             message["content"] = None
-            message["tool_calls"] = [{"id": plan.tool.call_id, "type": "function",
-                                      "function": {"name": plan.tool.name, "arguments": plan.tool.arguments}}]
+            message["tool_calls"] = [
+                {
+                    "id": plan.tool.call_id,
+                    "type": "function",
+                    "function": {"name": plan.tool.name, "arguments": plan.tool.arguments},
+                }
+            ]
         body: dict[str, Any] = {
             **head,
             "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": plan.finish}],
@@ -216,7 +257,9 @@ def chat_completions(req: dict[str, Any], cache: PromptCache, *, seq: int, usage
 
     def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
         body: dict[str, Any] = {
-            **head, "service_tier": "default", "system_fingerprint": _FINGERPRINT,
+            **head,
+            "service_tier": "default",
+            "system_fingerprint": _FINGERPRINT,
             "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
         }
         if include_usage:
@@ -225,8 +268,12 @@ def chat_completions(req: dict[str, Any], cache: PromptCache, *, seq: int, usage
 
     events: list[bytes] = []
     if plan.tool is not None:
-        first_call = {"index": 0, "id": plan.tool.call_id, "type": "function",
-                      "function": {"name": plan.tool.name, "arguments": ""}}
+        first_call = {
+            "index": 0,
+            "id": plan.tool.call_id,
+            "type": "function",
+            "function": {"name": plan.tool.name, "arguments": ""},
+        }
         events.append(chunk({"role": "assistant", "content": None, "tool_calls": [first_call], "refusal": None}))
         events += [chunk({"tool_calls": [{"index": 0, "function": {"arguments": d}}]}) for d in plan.tool.deltas]
     else:
@@ -236,8 +283,17 @@ def chat_completions(req: dict[str, Any], cache: PromptCache, *, seq: int, usage
     usage_event = None
     if include_usage:
         usage_event = len(events)
-        events.append(_sse({**head, "service_tier": "default", "system_fingerprint": _FINGERPRINT,
-                            "choices": [], "usage": _chat_usage(plan)}))
+        events.append(
+            _sse(
+                {
+                    **head,
+                    "service_tier": "default",
+                    "system_fingerprint": _FINGERPRINT,
+                    "choices": [],
+                    "usage": _chat_usage(plan),
+                }
+            )
+        )
     events.append(_sse("[DONE]"))
     return _answer(plan, events=events, usage_event=usage_event)
 
@@ -282,8 +338,12 @@ def responses(req: dict[str, Any], cache: PromptCache, *, seq: int, usage: bool 
     key = text.request_key(model, instructions, input)
     max_output = _int_or_none(req, "max_output_tokens")
     plan = _plan(
-        model=model, key=key, prompt=text.responses_prompt(instructions, input, tools, model), cache=cache,
-        max_tokens=max_output, effort=effort,
+        model=model,
+        key=key,
+        prompt=text.responses_prompt(instructions, input, tools, model),
+        cache=cache,
+        max_tokens=max_output,
+        effort=effort,
         tool=_first_function(tools, chat=False) if wants_tool else None,
     )
     ident = text.request_key(key, seq).hex()
@@ -294,27 +354,56 @@ def responses(req: dict[str, Any], cache: PromptCache, *, seq: int, usage: bool 
     if plan.reasoning_tokens:  # reasoning models list a (summary-less) reasoning item first
         output.append({"id": "rs_" + ident[:48], "type": "reasoning", "summary": []})
     if plan.tool is not None:
-        output.append({"id": "fc_" + ident[:48], "type": "function_call", "status": "completed",
-                       "arguments": plan.tool.arguments, "call_id": plan.tool.call_id, "name": plan.tool.name})
+        output.append(
+            {
+                "id": "fc_" + ident[:48],
+                "type": "function_call",
+                "status": "completed",
+                "arguments": plan.tool.arguments,
+                "call_id": plan.tool.call_id,
+                "name": plan.tool.name,
+            }
+        )
     elif plan.text:
-        output.append({
-            "id": "msg_" + ident[:48], "type": "message", "status": status, "role": "assistant",
-            "content": [{"type": "output_text", "annotations": [], "logprobs": [], "text": plan.text}],
-        })
+        output.append(
+            {
+                "id": "msg_" + ident[:48],
+                "type": "message",
+                "status": status,
+                "role": "assistant",
+                "content": [{"type": "output_text", "annotations": [], "logprobs": [], "text": plan.text}],
+            }
+        )
 
     def response(state: str, items: list[dict[str, Any]], final: bool) -> dict[str, Any]:
         obj: dict[str, Any] = {
-            "id": "resp_" + ident[:50], "object": "response", "created_at": created, "status": state,
-            "background": False, "error": None,
+            "id": "resp_" + ident[:50],
+            "object": "response",
+            "created_at": created,
+            "status": state,
+            "background": False,
+            "error": None,
             "incomplete_details": {"reason": "max_output_tokens"} if state == "incomplete" else None,
-            "instructions": instructions, "max_output_tokens": max_output, "max_tool_calls": None,
-            "model": model, "output": items, "parallel_tool_calls": req.get("parallel_tool_calls", True),
-            "previous_response_id": req.get("previous_response_id"), "prompt_cache_key": None,
-            "reasoning": {"effort": effort, "summary": None}, "safety_identifier": None,
-            "service_tier": "default", "store": req.get("store", True),
-            "temperature": req.get("temperature", 1.0), "text": {"format": {"type": "text"}, "verbosity": "medium"},
-            "tool_choice": req.get("tool_choice", "auto"), "tools": tools or [], "top_logprobs": 0,
-            "top_p": req.get("top_p", 1.0), "truncation": "disabled", "user": None,
+            "instructions": instructions,
+            "max_output_tokens": max_output,
+            "max_tool_calls": None,
+            "model": model,
+            "output": items,
+            "parallel_tool_calls": req.get("parallel_tool_calls", True),
+            "previous_response_id": req.get("previous_response_id"),
+            "prompt_cache_key": None,
+            "reasoning": {"effort": effort, "summary": None},
+            "safety_identifier": None,
+            "service_tier": "default",
+            "store": req.get("store", True),
+            "temperature": req.get("temperature", 1.0),
+            "text": {"format": {"type": "text"}, "verbosity": "medium"},
+            "tool_choice": req.get("tool_choice", "auto"),
+            "tools": tools or [],
+            "top_logprobs": 0,
+            "top_p": req.get("top_p", 1.0),
+            "truncation": "disabled",
+            "user": None,
             "metadata": req.get("metadata") or {},
         }
         if final:
@@ -337,23 +426,37 @@ def responses(req: dict[str, Any], cache: PromptCache, *, seq: int, usage: bool 
     for index, item in enumerate(output):
         where = {"item_id": item["id"], "output_index": index}
         if item["type"] == "message":
-            events.append({"type": "response.output_item.added", "output_index": index,
-                           "item": {**item, "status": "in_progress", "content": []}})
+            events.append(
+                {
+                    "type": "response.output_item.added",
+                    "output_index": index,
+                    "item": {**item, "status": "in_progress", "content": []},
+                }
+            )
             part = {"type": "output_text", "annotations": [], "logprobs": [], "text": ""}
             events.append({"type": "response.content_part.added", **where, "content_index": 0, "part": part})
-            events += [{"type": "response.output_text.delta", **where, "content_index": 0, "delta": d,
-                        "logprobs": []} for d in plan.deltas]
-            events.append({"type": "response.output_text.done", **where, "content_index": 0,
-                           "text": plan.text, "logprobs": []})
-            events.append({"type": "response.content_part.done", **where, "content_index": 0,
-                           "part": {**part, "text": plan.text}})
+            events += [
+                {"type": "response.output_text.delta", **where, "content_index": 0, "delta": d, "logprobs": []}
+                for d in plan.deltas
+            ]
+            events.append(
+                {"type": "response.output_text.done", **where, "content_index": 0, "text": plan.text, "logprobs": []}
+            )
+            events.append(
+                {"type": "response.content_part.done", **where, "content_index": 0, "part": {**part, "text": plan.text}}
+            )
         elif item["type"] == "function_call" and plan.tool is not None:
-            events.append({"type": "response.output_item.added", "output_index": index,
-                           "item": {**item, "status": "in_progress", "arguments": ""}})
-            events += [{"type": "response.function_call_arguments.delta", **where, "delta": d}
-                       for d in plan.tool.deltas]
-            events.append({"type": "response.function_call_arguments.done", **where,
-                           "arguments": plan.tool.arguments})
+            events.append(
+                {
+                    "type": "response.output_item.added",
+                    "output_index": index,
+                    "item": {**item, "status": "in_progress", "arguments": ""},
+                }
+            )
+            events += [
+                {"type": "response.function_call_arguments.delta", **where, "delta": d} for d in plan.tool.deltas
+            ]
+            events.append({"type": "response.function_call_arguments.done", **where, "arguments": plan.tool.arguments})
         else:
             events.append({"type": "response.output_item.added", "output_index": index, "item": item})
         events.append({"type": "response.output_item.done", "output_index": index, "item": item})
@@ -401,5 +504,6 @@ def embeddings(req: dict[str, Any], *, usage: bool = True) -> Answer:
     body: dict[str, Any] = {"object": "list", "data": data, "model": model}
     if usage:
         body["usage"] = {"prompt_tokens": tokens, "total_tokens": tokens}
-    return Answer(model=model, body=body, input_tokens=tokens, output_tokens=None,
-                  cached_tokens=None, reasoning_tokens=None)
+    return Answer(
+        model=model, body=body, input_tokens=tokens, output_tokens=None, cached_tokens=None, reasoning_tokens=None
+    )

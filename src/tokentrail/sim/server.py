@@ -15,9 +15,10 @@ import socketserver
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 
 from . import openai, text
 from .openai import Answer, BadRequest
@@ -103,10 +104,16 @@ Route = Callable[[dict[str, Any], "Simulator", bool], Answer]
 
 _ROUTES: dict[str, Route] = {
     "/v1/chat/completions": lambda req, sim, usage: openai.chat_completions(
-        req, sim._cache, seq=sim._next_seq(), usage=usage  # pyright: ignore[reportPrivateUsage]
+        req,
+        sim._cache,
+        seq=sim._next_seq(),
+        usage=usage,  # pyright: ignore[reportPrivateUsage]
     ),
     "/v1/responses": lambda req, sim, usage: openai.responses(
-        req, sim._cache, seq=sim._next_seq(), usage=usage  # pyright: ignore[reportPrivateUsage]
+        req,
+        sim._cache,
+        seq=sim._next_seq(),
+        usage=usage,  # pyright: ignore[reportPrivateUsage]
     ),
     "/v1/embeddings": lambda req, _sim, usage: openai.embeddings(req, usage=usage),
 }
@@ -187,8 +194,7 @@ class _Handler(BaseHTTPRequestHandler):
             status_fault = Fault(spec="fail_rate", name="500", status=500)
         if status_fault is not None and status_fault.status is not None:
             sim._sleep(1.0)  # pyright: ignore[reportPrivateUsage]
-            return self._error(call, status_fault.status, "The simulator injected this error.",
-                               fault=status_fault.name)
+            return self._error(call, status_fault.status, "The simulator injected this error.", fault=status_fault.name)
         if req is None:
             return self._error(call, 400, "We could not parse the JSON body of your request.", fault=None)
         nousage = any(f.name == "nousage" for f in faults)
@@ -205,17 +211,35 @@ class _Handler(BaseHTTPRequestHandler):
 
     # --- answers ---
 
-    def _record(self, call: dict[str, Any], status: int, fault: str | None, answer: Answer | None = None,
-                usage_sent: bool = False) -> None:
-        tokens = (answer.input_tokens, answer.output_tokens, answer.cached_tokens, answer.reasoning_tokens) \
-            if answer is not None else (None, None, None, None)
-        self.server.sim._log(ServedCall(  # pyright: ignore[reportPrivateUsage]
-            **call, status=status, input_tokens=tokens[0], output_tokens=tokens[1], cached_tokens=tokens[2],
-            reasoning_tokens=tokens[3], usage_sent=usage_sent, fault=fault,
-        ))
+    def _record(
+        self,
+        call: dict[str, Any],
+        status: int,
+        fault: str | None,
+        answer: Answer | None = None,
+        usage_sent: bool = False,
+    ) -> None:
+        tokens = (
+            (answer.input_tokens, answer.output_tokens, answer.cached_tokens, answer.reasoning_tokens)
+            if answer is not None
+            else (None, None, None, None)
+        )
+        self.server.sim._log(
+            ServedCall(  # pyright: ignore[reportPrivateUsage]
+                **call,
+                status=status,
+                input_tokens=tokens[0],
+                output_tokens=tokens[1],
+                cached_tokens=tokens[2],
+                reasoning_tokens=tokens[3],
+                usage_sent=usage_sent,
+                fault=fault,
+            )
+        )
 
-    def _error(self, call: dict[str, Any], status: int, message: str, *, fault: str | None,
-               param: str | None = None) -> None:
+    def _error(
+        self, call: dict[str, Any], status: int, message: str, *, fault: str | None, param: str | None = None
+    ) -> None:
         kind, code = _ERROR_TYPES.get(status, ("server_error", None))
         data = json.dumps(openai.error_body(message, kind, code=code, param=param)).encode()
         self._record(call, status, fault)
@@ -252,8 +276,7 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self.wfile.write(data)
 
-    def _send_stream(self, answer: Answer, call: dict[str, Any], cut_after: int | None,
-                     labels: list[str]) -> None:
+    def _send_stream(self, answer: Answer, call: dict[str, Any], cut_after: int | None, labels: list[str]) -> None:
         sim = self.server.sim
         events = answer.events
         send = events if cut_after is None else events[:cut_after]
@@ -307,8 +330,9 @@ class Simulator:
     in tests. Every request is appended to `served`, faults included.
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, latency_ms: float = 0.0,
-                 fail_rate: float = 0.0, seed: int = 0) -> None:
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 0, *, latency_ms: float = 0.0, fail_rate: float = 0.0, seed: int = 0
+    ) -> None:
         if not 0.0 <= fail_rate <= 1.0:
             raise ValueError("fail_rate must be between 0 and 1")
         if latency_ms < 0:
@@ -322,7 +346,7 @@ class Simulator:
         """Every request answered, in the order their answers were decided (appended under a lock)."""
         self._lock = threading.Lock()
         self._rng = random.Random(seed)
-        self._cache = text.PromptCache()
+        self._cache: text.PromptCache = text.PromptCache()
         self._arrivals: dict[tuple[str, bytes, str], int] = {}
         self._seq = 0
         self._server: _Server | None = None
@@ -417,8 +441,9 @@ class Simulator:
             time.sleep(self.latency_ms * share / 1000)
 
 
-def serve(host: str = "127.0.0.1", port: int = 8000, *, latency_ms: float = 0.0, fail_rate: float = 0.0,
-          seed: int = 0) -> None:
+def serve(
+    host: str = "127.0.0.1", port: int = 8000, *, latency_ms: float = 0.0, fail_rate: float = 0.0, seed: int = 0
+) -> None:
     """Run a simulator in the foreground until Ctrl-C or SIGTERM (for `tokentrail sim`)."""
     sim = Simulator(host, port, latency_ms=latency_ms, fail_rate=fail_rate, seed=seed).start()
     stopped = threading.Event()

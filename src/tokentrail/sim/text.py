@@ -92,7 +92,8 @@ def preload(*names: str) -> None:
 
 def encode(text: str, model: str) -> list[int]:
     """Token ids of `text` for `model`; special-token text is encoded as ordinary text, never rejected."""
-    return get_encoding(encoding_name_for(model)).encode_ordinary(text)
+    ids: list[int] = get_encoding(encoding_name_for(model)).encode_ordinary(text)
+    return ids
 
 
 def count_tokens(text: str, model: str) -> int:
@@ -171,7 +172,9 @@ def responses_prompt(instructions: object, input: object, tools: object, model: 
     ids = _tools_tokens(tools, model)
     if isinstance(instructions, str):
         ids += _message_tokens({"role": "system", "content": instructions}, model)
-    items: list[Any] = [{"role": "user", "content": input}] if isinstance(input, str) else list(input or [])  # pyright: ignore
+    items: list[Any] = [{"role": "user", "content": input}] if isinstance(input, str) else []
+    if isinstance(input, list):
+        items = input  # pyright: ignore[reportUnknownVariableType]
     for item in items:
         if not isinstance(item, dict):
             continue

@@ -1,0 +1,46 @@
+"""``tokentrail calls``: one line or JSON object per recorded HTTP attempt."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from tokentrail import report
+from tokentrail.cli._common import add_db_options, open_db
+from tokentrail.report.format import render
+
+TABLE_COLUMNS = (
+    "started_at",
+    "run",
+    "scope_path",
+    "model",
+    "status",
+    "attempt",
+    "input_tokens",
+    "output_tokens",
+    "total_tokens",
+    "usage_source",
+    "latency_ms",
+    "call_site",
+    "flags",
+)
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("calls", help="every recorded HTTP attempt")
+    add_db_options(p)
+    p.add_argument("--format", "-f", choices=("table", "jsonl"), default="table")
+    p.add_argument("-n", "--limit", type=int, default=None, help="only the latest N calls")
+    p.set_defaults(handler=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    rows = report.calls(open_db(args), report.Filters(run=args.run), limit=args.limit)
+    if args.format == "jsonl":
+        out = sys.stdout
+        for row in rows:
+            out.write(json.dumps(row, default=str) + "\n")
+        return 0
+    print(render(rows, TABLE_COLUMNS, "table"))
+    return 0

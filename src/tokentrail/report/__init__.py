@@ -1,0 +1,150 @@
+"""Queries over the ledger, shared by the CLI and the dashboard.
+
+Sums skip unknown counts (SQL ``SUM`` ignores NULL) and every group says how many of its calls had no
+usage, so a total never hides what it could not include.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from tokentrail.errors import ConfigError
+
+DIMENSIONS: dict[str, str] = {
+    "run": "run",
+    "agent": "agent",
+    "step": "step",
+    "tool": "tool",
+    "model": "COALESCE(model, requested_model)",
+    "provider": "provider",
+    "api": "api",
+    "status": "status",
+    "source": "usage_source",
+    "callsite": "call_function",
+    "callmodule": "call_module",
+}
+"""``--by`` names → SQL expressions over the ``calls`` table."""
+
+MEASURES: tuple[tuple[str, str], ...] = (
+    ("calls", "COUNT(*)"),
+    ("input_tokens", "SUM(input_tokens)"),
+    ("output_tokens", "SUM(output_tokens)"),
+    ("cache_read_tokens", "SUM(cache_read_tokens)"),
+    ("cache_write_tokens", "SUM(cache_write_tokens)"),
+    ("reasoning_tokens", "SUM(reasoning_tokens)"),
+    ("total_tokens", "SUM(total_tokens)"),
+    ("calls_without_usage", "SUM(input_tokens IS NULL OR output_tokens IS NULL)"),
+    ("errors", "SUM(status != 'ok')"),
+    ("retries", "SUM(attempt > 1)"),
+)
+
+CALL_FIELDS = (
+    "id",
+    "run",
+    "run_id",
+    "scope_path",
+    "agent",
+    "step",
+    "tool",
+    "provider",
+    "api",
+    "model",
+    "requested_model",
+    "stream",
+    "status",
+    "http_status",
+    "attempt",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "total_tokens",
+    "usage_source",
+    "input_source",
+    "output_source",
+    "latency_ms",
+    "first_token_ms",
+    "call_site",
+    "call_function",
+    "flags",
+    "started_at",
+    "raw_usage",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    """Which calls a query covers."""
+
+    run: str | None = None
+    """A run name or id."""
+    since_ns: int | None = None
+
+    def where(self) -> tuple[str, list[Any]]:
+        clauses, params = [], []
+        if self.run:
+            clauses.append("(run = ? OR run_id = ?)")
+            params += [self.run, self.run]
+        if self.since_ns is not None:
+            clauses.append("started_ns >= ?")
+            params.append(self.since_ns)
+        return ("WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+def parse_dims(by: str | Sequence[str]) -> list[str]:
+    """Validate ``--by`` (comma-separated or a list). Raises `ConfigError` naming the valid choices."""
+    names = [d.strip() for d in (by.split(",") if isinstance(by, str) else by) if d.strip()]
+    unknown = [d for d in names if d not in DIMENSIONS]
+    if unknown:
+        raise ConfigError(f"unknown --by dimension {', '.join(unknown)}; choose from {', '.join(DIMENSIONS)}")
+    return names
+
+
+def summarize(db: sqlite3.Connection, by: Sequence[str], filters: Filters = Filters()) -> list[dict[str, Any]]:
+    """One row per group of ``by``, largest total first, with the `MEASURES`."""
+    where, params = filters.where()
+    keys = [f"{DIMENSIONS[d]} AS {d}" for d in by]
+    select = ", ".join(keys + [f"{expr} AS {name}" for name, expr in MEASURES])
+    group = f"GROUP BY {', '.join(by)} ORDER BY SUM(total_tokens) DESC NULLS LAST, calls DESC" if by else ""
+    rows = db.execute(f"SELECT {select} FROM calls {where} {group}", params).fetchall()
+    return [dict(row) for row in rows if row["calls"]]
+
+
+def totals(db: sqlite3.Connection, filters: Filters = Filters()) -> dict[str, Any]:
+    """The measures over every call the filters cover."""
+    rows = summarize(db, [], filters)
+    return rows[0] if rows else {name: 0 for name, _ in MEASURES}
+
+
+def dropped(db: sqlite3.Connection) -> int:
+    """Records that tokentrail had to drop (queue overflow), over the ledger's whole life."""
+    return int(db.execute("SELECT COALESCE(SUM(count), 0) FROM drops").fetchone()[0])
+
+
+def calls(db: sqlite3.Connection, filters: Filters = Filters(), limit: int | None = None) -> list[dict[str, Any]]:
+    """Every recorded HTTP attempt, oldest first, as JSON-ready dicts (unknown counts are ``None``)."""
+    where, params = filters.where()
+    if limit is None:
+        return [call_dict(row) for row in db.execute(f"SELECT * FROM calls {where} ORDER BY started_ns, id", params)]
+    sql = f"SELECT * FROM calls {where} ORDER BY started_ns DESC, id DESC LIMIT ?"
+    return [call_dict(row) for row in reversed(db.execute(sql, [*params, limit]).fetchall())]
+
+
+def call_dict(row: sqlite3.Row) -> dict[str, Any]:
+    """A ``calls`` row in the `CALL_FIELDS` shape of ``tokentrail calls --format jsonl``."""
+    data = dict(row)
+    latency, first = data.pop("latency_ns"), data.pop("first_token_ns")
+    data["latency_ms"] = None if latency is None else round(latency / 1e6, 3)
+    data["first_token_ms"] = None if first is None else round(first / 1e6, 3)
+    data["stream"] = bool(data["stream"])
+    data["flags"] = [f for f in (data["flags"] or "").split(",") if f]
+    data["raw_usage"] = json.loads(data["raw_usage"]) if data["raw_usage"] else None
+    from datetime import UTC, datetime
+
+    data["started_at"] = datetime.fromtimestamp(data["started_ns"] / 1e9, UTC).isoformat(timespec="milliseconds")
+    return {name: data.get(name) for name in CALL_FIELDS}

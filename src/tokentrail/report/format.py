@@ -1,0 +1,69 @@
+"""Rows → text: aligned tables, Markdown, CSV and JSON. Unknown values print as ``-`` (null in JSON)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+from typing import Any
+
+FORMATS = ("table", "json", "csv", "markdown")
+
+_SHORT = {
+    "input_tokens": "input",
+    "output_tokens": "output",
+    "cache_read_tokens": "cache_read",
+    "cache_write_tokens": "cache_write",
+    "reasoning_tokens": "reasoning",
+    "total_tokens": "total",
+    "calls_without_usage": "no_usage",
+}
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, list):
+        return ",".join(map(str, value))
+    return str(value)
+
+
+def render(rows: Sequence[dict[str, Any]], columns: Sequence[str], fmt: str, *, total: dict[str, Any] | None = None) -> str:
+    """Render ``rows`` (dicts) with ``columns`` in ``fmt`` (one of `FORMATS`)."""
+    if fmt == "json":
+        return json.dumps({"rows": list(rows), "total": total} if total is not None else list(rows), indent=2, default=str)
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        return out.getvalue().rstrip("\n")
+    head = [_SHORT.get(c, c) for c in columns]
+    body = [[_cell(row.get(c)) for c in columns] for row in rows]
+    if total is not None:
+        body.append([_cell(total.get(c)) if c in total else "" for c in columns])
+        body[-1][0] = "TOTAL"
+    numeric = [all(_is_num(r.get(c)) for r in rows) for c in columns]
+    if fmt == "markdown":
+        lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---:" if n else "---" for n in numeric) + "|"]
+        lines += ["| " + " | ".join(r) + " |" for r in body]
+        return "\n".join(lines)
+    widths = [max(len(h), *(len(r[i]) for r in body)) if body else len(h) for i, h in enumerate(head)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(c.rjust(w) if n else c.ljust(w) for c, w, n in zip(cells, widths, numeric)).rstrip()
+
+    out = [line(head), line(["-" * w for w in widths])]
+    out += [line(r) for r in body[:-1]] if total is not None else [line(r) for r in body]
+    if total is not None:
+        out += [line(["-" * w for w in widths]), line(body[-1])]
+    return "\n".join(out)
+
+
+def _is_num(value: Any) -> bool:
+    return value is None or (isinstance(value, int | float) and not isinstance(value, bool))
