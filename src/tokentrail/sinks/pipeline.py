@@ -106,9 +106,11 @@ _listeners.append(_on_scope)
 
 
 def process_pending() -> None:
-    """Turn every queued exchange into a record and count it in its scopes' live totals."""
-    if not _pending:
-        return
+    """Turn every queued exchange into a record and count it in its scopes' live totals.
+
+    Always takes the lock, even with nothing queued: another thread may be processing items it has
+    already taken off the queue, and the caller must see them counted when this returns.
+    """
     with _process_lock:
         while _pending:
             item = _pending.popleft()
@@ -248,12 +250,12 @@ def build(exchange: Exchange) -> CallRecord:
 def write_ready() -> None:
     """Hand every ready record to the sinks; on failure keep them for the next round."""
     global _dropped_unwritten
-    if not _ready and not (_dropped - _dropped_unwritten):
-        return
-    with _write_lock:
+    with _write_lock:  # taken even when nothing is ready: the writer may be mid-batch
         batch: list[Any] = []
         while _ready:
             batch.append(_ready.popleft())
+        if not batch and not (_dropped - _dropped_unwritten):
+            return
         records = [r for r in batch if isinstance(r, CallRecord)]
         scopes = [s for s in batch if isinstance(s, ScopeEvent)]
         dropped = _dropped - _dropped_unwritten

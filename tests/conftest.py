@@ -1,0 +1,65 @@
+"""Shared fixtures: the simulator on loopback, a fresh ledger per test, and the network guard."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# tokentrail's guard re-raises its own errors under this flag, so our bugs fail our tests.
+os.environ["TOKENTRAIL_STRICT"] = "1"
+os.environ.pop("TOKENTRAIL_DB", None)
+os.environ.pop("TOKENTRAIL_RUN", None)
+
+import tokentrail  # noqa: E402
+from tokentrail import report  # noqa: E402
+from tokentrail.sim import Simulator  # noqa: E402
+from tokentrail.sinks.sqlite import connect  # noqa: E402
+
+_real_connect = socket.socket.connect
+
+
+def _loopback_only(self: socket.socket, address: Any) -> Any:
+    # Like pydantic-ai's ALLOW_MODEL_REQUESTS = False: no test may reach a real API.
+    if self.family in (socket.AF_INET, socket.AF_INET6):
+        host = address[0]
+        try:
+            ok = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            ok = host == "localhost"
+        if not ok:
+            raise RuntimeError(f"tests must not connect outside loopback (tried {address!r})")
+    return _real_connect(self, address)
+
+
+socket.socket.connect = _loopback_only  # type: ignore[method-assign]
+
+
+@pytest.fixture(scope="session")
+def sim() -> Iterator[Simulator]:
+    """One simulator for the whole session, on an ephemeral loopback port."""
+    with Simulator() as server:
+        yield server
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Path]:
+    """A fresh ledger with capture on (instrumented twice: installing must be idempotent)."""
+    path = tmp_path / "ledger.db"
+    tokentrail.instrument(path)
+    tokentrail.instrument(path)
+    try:
+        yield path
+    finally:
+        tokentrail.uninstrument()
+
+
+def recorded(path: Path, **filters: Any) -> list[dict[str, Any]]:
+    """Every call in the ledger, after a flush, in the shape of `tokentrail calls --format jsonl`."""
+    tokentrail.flush()
+    return report.calls(connect(path, readonly=True), report.Filters(**filters))
