@@ -1,0 +1,722 @@
+#!/usr/bin/env python
+"""How much process CPU tokentrail adds to one LLM call, background writer included.
+
+The method is /work/shared/BENCHMARKING.md's (see docs/performance.md):
+
+- one process, capture toggled: blocks of N calls alternate between off (``tokentrail.uninstrument()``)
+  and on (``tokentrail.instrument(db)``), the order flipping inside every other pair;
+- every block is timed with ``time.process_time_ns()`` (all threads: the writer's work counts) and ends
+  with ``tokentrail.flush()``, so the records of an "on" block are written inside its window;
+- N is chosen so a block lasts about one writer interval (``tokentrail.sinks.pipeline.interval``);
+- the figure is the median of the paired differences per call, with its interquartile range; A/A pairs
+  (off/off, the same code) give the noise floor, printed beside it;
+- after the run the ledger is opened and every call made while on must be there, with the tokens the
+  mock reported. The script exits 1 when it is not.
+
+    python benchmarks/overhead.py              # the full run (~5 min on 2 cores)
+    python benchmarks/overhead.py --quick      # a smoke test (< 60 s)
+    python benchmarks/overhead.py --rows 1,2,5 --pairs 40 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime
+import gc
+import importlib.metadata
+import json
+import multiprocessing
+import os
+import platform
+import shlex
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import httpx2
+import openai
+
+import tokentrail
+from tokentrail.sinks import pipeline
+
+MODEL = "gpt-4o-mini"
+ANSWERED_MODEL = "gpt-4o-mini-2024-07-18"
+MESSAGES = [{"role": "user", "content": "Say hello to the benchmark."}]
+# The usage every mock answer reports; the ledger check compares each record with it.
+PROMPT, COMPLETION, CACHED, REASONING = 57, 20, 16, 0
+USAGE = {
+    "prompt_tokens": PROMPT,
+    "completion_tokens": COMPLETION,
+    "total_tokens": PROMPT + COMPLETION,
+    "prompt_tokens_details": {"cached_tokens": CACHED, "audio_tokens": 0},
+    "completion_tokens_details": {
+        "reasoning_tokens": REASONING,
+        "audio_tokens": 0,
+        "accepted_prediction_tokens": 0,
+        "rejected_prediction_tokens": 0,
+    },
+}
+EXPECTED_TOKENS = (PROMPT, COMPLETION, CACHED, REASONING, PROMPT + COMPLETION)
+BASE_URL = "http://bench.test/v1"
+URL = BASE_URL + "/chat/completions"
+
+
+# -- the mock server's answers ---------------------------------------------------------------------
+
+BODY = json.dumps(
+    {
+        "id": "chatcmpl-bench",
+        "object": "chat.completion",
+        "created": 1_700_000_000,
+        "model": ANSWERED_MODEL,
+        "system_fingerprint": "fp_bench",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "Hello, benchmark!", "refusal": None},
+                "logprobs": None,
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": USAGE,
+        "service_tier": "default",
+    }
+).encode()
+
+
+def _sse_chunks() -> tuple[bytes, ...]:
+    """23 ``chat.completion.chunk`` events (role, 20 contents, finish, usage) and ``[DONE]``: 24 chunks."""
+
+    def chunk(choices: list[Any], usage: Any = None) -> bytes:
+        obj = {
+            "id": "chatcmpl-bench",
+            "object": "chat.completion.chunk",
+            "created": 1_700_000_000,
+            "model": ANSWERED_MODEL,
+            "system_fingerprint": "fp_bench",
+            "choices": choices,
+            "usage": usage,
+        }
+        return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
+
+    def choice(delta: dict[str, Any], finish: str | None = None) -> list[Any]:
+        return [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
+
+    events = [chunk(choice({"role": "assistant", "content": "", "refusal": None}))]
+    events += [chunk(choice({"content": f"word{i} "})) for i in range(COMPLETION)]
+    events.append(chunk(choice({}, "stop")))
+    events.append(chunk([], USAGE))
+    assert len(events) == 23
+    return (*events, b"data: [DONE]\n\n")
+
+
+SSE = _sse_chunks()
+JSON_HEADERS = {"content-type": "application/json"}
+SSE_HEADERS = {"content-type": "text/event-stream; charset=utf-8"}
+
+
+def _chunk_stream_class(module: Any) -> type:
+    """A byte stream of ``module`` (httpx or httpx2) that hands the client each SSE event separately."""
+
+    class ChunkStream(module.SyncByteStream, module.AsyncByteStream):  # type: ignore[misc,name-defined]
+        def __init__(self, chunks: tuple[bytes, ...]) -> None:
+            self._chunks = chunks
+
+        def __iter__(self) -> Iterator[bytes]:
+            yield from self._chunks
+
+        async def __aiter__(self) -> Any:
+            for chunk in self._chunks:
+                yield chunk
+
+    return ChunkStream
+
+
+def _handlers(module: Any) -> tuple[Callable[..., Any], Callable[..., Any], Callable[..., Any], Callable[..., Any]]:
+    """(sync JSON, sync SSE, async JSON, async SSE) MockTransport handlers of ``module``."""
+    stream_cls = _chunk_stream_class(module)
+
+    def body(request: Any) -> Any:
+        return module.Response(200, headers=JSON_HEADERS, content=BODY)
+
+    def sse(request: Any) -> Any:
+        return module.Response(200, headers=SSE_HEADERS, stream=stream_cls(SSE))
+
+    async def abody(request: Any) -> Any:
+        return body(request)
+
+    async def asse(request: Any) -> Any:
+        return sse(request)
+
+    return body, sse, abody, asse
+
+
+# -- rows --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    key: str
+    label: str
+    make: Callable[[Bench], Callable[[int], None]]
+    """Builds the clients; returns ``run(n)``, which makes n calls."""
+    stream: bool
+    peer: str | None = None
+    """None for tokentrail; else the peer measured instead (capture stays off)."""
+    loopback: bool = False
+    # results
+    n: int = 0
+    pairs: int = 0
+    raw: list[float] = field(default_factory=list)
+    added: list[float] = field(default_factory=list)
+    aa: list[float] = field(default_factory=list)
+    calls_on: int = 0
+    skipped: str | None = None
+    usage_seen: tuple[int, ...] | None = None
+    """Loopback only: the usage the SDK returned, which every record must carry."""
+
+
+def _sdk_sync(stream: bool) -> Callable[[Bench], Callable[[int], None]]:
+    def make(bench: Bench) -> Callable[[int], None]:
+        body, sse, _, _ = _handlers(httpx2)
+        http = httpx2.Client(transport=httpx2.MockTransport(sse if stream else body))
+        client = openai.OpenAI(base_url=BASE_URL, api_key="sk-bench", max_retries=0, http_client=http)
+        # `completions.create` is looked up at every call: a peer may patch the class between blocks.
+        completions = client.chat.completions
+        if stream:
+
+            def run(n: int) -> None:
+                for _ in range(n):
+                    for _chunk in completions.create(
+                        model=MODEL, messages=MESSAGES, stream=True, stream_options={"include_usage": True}
+                    ):
+                        pass
+        else:
+
+            def run(n: int) -> None:
+                for _ in range(n):
+                    completions.create(model=MODEL, messages=MESSAGES)
+
+        return run
+
+    return make
+
+
+def _sdk_async(stream: bool) -> Callable[[Bench], Callable[[int], None]]:
+    def make(bench: Bench) -> Callable[[int], None]:
+        _, _, abody, asse = _handlers(httpx2)
+        http = httpx2.AsyncClient(transport=httpx2.MockTransport(asse if stream else abody))
+        client = openai.AsyncOpenAI(base_url=BASE_URL, api_key="sk-bench", max_retries=0, http_client=http)
+        completions = client.chat.completions
+        loop = bench.loop
+
+        if stream:
+
+            async def calls(n: int) -> None:
+                for _ in range(n):
+                    response = await completions.create(
+                        model=MODEL, messages=MESSAGES, stream=True, stream_options={"include_usage": True}
+                    )
+                    async for _chunk in response:
+                        pass
+        else:
+
+            async def calls(n: int) -> None:
+                for _ in range(n):
+                    await completions.create(model=MODEL, messages=MESSAGES)
+
+        def run(n: int) -> None:
+            loop.run_until_complete(calls(n))
+
+        return run
+
+    return make
+
+
+REQUEST = json.dumps({"model": MODEL, "messages": MESSAGES}).encode()
+REQUEST_STREAM = json.dumps(
+    {"model": MODEL, "messages": MESSAGES, "stream": True, "stream_options": {"include_usage": True}}
+).encode()
+REQUEST_HEADERS = {"content-type": "application/json", "authorization": "Bearer sk-bench"}
+
+
+def _raw(module: Any, stream: bool) -> Callable[[Bench], Callable[[int], None]]:
+    def make(bench: Bench) -> Callable[[int], None]:
+        body, sse, _, _ = _handlers(module)
+        client = module.Client(transport=module.MockTransport(sse if stream else body))
+        if stream:
+
+            def run(n: int) -> None:
+                for _ in range(n):
+                    with client.stream("POST", URL, content=REQUEST_STREAM, headers=REQUEST_HEADERS) as response:
+                        for _chunk in response.iter_raw():
+                            pass
+        else:
+
+            def run(n: int) -> None:
+                post = client.post
+                for _ in range(n):
+                    post(URL, content=REQUEST, headers=REQUEST_HEADERS).content  # noqa: B018
+
+        return run
+
+    return make
+
+
+def _loopback(bench: Bench) -> Callable[[int], None]:
+    url = bench.simulator_url()
+    client = openai.OpenAI(base_url=url + "/v1", api_key="sk-bench", max_retries=0)
+    completions = client.chat.completions
+    row = bench.rows_by_key["9"]
+    usage = completions.create(model=MODEL, messages=MESSAGES).usage
+    assert usage is not None
+    cached = usage.prompt_tokens_details.cached_tokens if usage.prompt_tokens_details else None
+    reasoning = usage.completion_tokens_details.reasoning_tokens if usage.completion_tokens_details else None
+    row.usage_seen = (usage.prompt_tokens, usage.completion_tokens, cached or 0, reasoning or 0, usage.total_tokens)
+
+    def run(n: int) -> None:
+        for _ in range(n):
+            completions.create(model=MODEL, messages=MESSAGES)
+
+    return run
+
+
+def all_rows() -> list[Row]:
+    return [
+        Row("1", "openai sync create, httpx2 MockTransport", _sdk_sync(False), stream=False),
+        Row("2", "openai sync create, stream 23 chunks", _sdk_sync(True), stream=True),
+        Row("3", "openai async create, httpx2 MockTransport", _sdk_async(False), stream=False),
+        Row("4", "openai async create, stream 23 chunks", _sdk_async(True), stream=True),
+        Row("5", "raw httpx2.Client.post", _raw(httpx2, False), stream=False),
+        Row("6", "raw httpx2.Client.stream, 23 chunks", _raw(httpx2, True), stream=True),
+        Row("7", "raw httpx.Client.post (0.28)", _raw(httpx, False), stream=False),
+        Row("8", "raw httpx.Client.stream, 23 chunks", _raw(httpx, True), stream=True),
+        Row("9", "loopback: openai sync create, tokentrail sim", _loopback, stream=False, loopback=True),
+        Row("1o", "peer: OTel openai-v2 on row 1", _sdk_sync(False), stream=False, peer="otel"),
+        Row("2o", "peer: OTel openai-v2 on row 2", _sdk_sync(True), stream=True, peer="otel"),
+    ]
+
+
+# -- toggles -----------------------------------------------------------------------------------------
+
+
+class TokentrailToggle:
+    """Capture on and off, and a flush that returns only when the writer is idle too."""
+
+    def __init__(self, db: Path) -> None:
+        self.db = db
+        self.late_writes = 0
+        """Blocks where `flush()` returned while the writer thread still held records of the block."""
+
+    def on(self) -> None:
+        tokentrail.instrument(self.db)
+        # `instrument()` opens a fresh ledger connection at every toggle (`uninstrument()` closed it).
+        # Open it here, outside the window: a long-running program pays that once, not per block.
+        for sink in getattr(pipeline, "_sinks", ()):
+            opener = getattr(sink, "_conn", None)
+            if opener is not None:
+                opener()
+
+    def off(self) -> None:
+        tokentrail.uninstrument()
+
+    def flush(self) -> None:
+        tokentrail.flush()
+        # flush() returns early when the writer thread has already taken the last records and is
+        # still processing or writing them. Wait (sleeping: no CPU) until it is done, so that work is
+        # inside this block's window and not the next one's; count how often that happened.
+        waited = False
+        deadline = time.monotonic() + 10
+        while _pipeline_busy() and time.monotonic() < deadline:  # a failing sink keeps records queued
+            waited = True
+            time.sleep(0.0002)
+            tokentrail.flush()
+        self.late_writes += waited
+
+
+def _pipeline_busy() -> bool:
+    p = pipeline
+    locks = [getattr(p, name, None) for name in ("_process_lock", "_write_lock")]
+    return bool(
+        getattr(p, "_pending", None) or getattr(p, "_ready", None) or any(lk is not None and lk.locked() for lk in locks)
+    )
+
+
+class OtelToggle:
+    """OpenTelemetry's openai-v2 instrumentation with a BatchSpanProcessor and a counting exporter."""
+
+    def __init__(self) -> None:
+        from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+        outer = self
+        self.spans = 0
+        self.spans_with_usage = 0
+
+        class CountingExporter(SpanExporter):
+            """Keeps nothing: counts the spans and checks their usage attributes."""
+
+            def export(self, spans: Any) -> Any:
+                for span in spans:
+                    a = span.attributes or {}
+                    outer.spans += 1
+                    tokens = (a.get("gen_ai.usage.input_tokens"), a.get("gen_ai.usage.output_tokens"))
+                    outer.spans_with_usage += tokens == (PROMPT, COMPLETION)
+                return SpanExportResult.SUCCESS
+
+        self.provider = TracerProvider()
+        self.provider.add_span_processor(BatchSpanProcessor(CountingExporter()))
+        self.instrumentor = OpenAIInstrumentor()
+
+    def on(self) -> None:
+        if not self.instrumentor.is_instrumented_by_opentelemetry:
+            self.instrumentor.instrument(tracer_provider=self.provider)
+
+    def off(self) -> None:
+        if self.instrumentor.is_instrumented_by_opentelemetry:
+            self.instrumentor.uninstrument()
+
+    def flush(self) -> None:
+        self.provider.force_flush()
+
+
+def otel_unavailable() -> str | None:
+    """Why the OTel peer rows cannot run, or None."""
+    try:
+        import opentelemetry.instrumentation.openai_v2  # noqa: F401
+        import opentelemetry.sdk.trace  # noqa: F401
+    except Exception as exc:  # ImportError, or a version mismatch inside the package
+        return f"opentelemetry-instrumentation-openai-v2 not usable: {exc!r}"
+    return None
+
+
+# -- the method --------------------------------------------------------------------------------------
+
+
+def _quartiles(values: list[float]) -> tuple[float, float, float]:
+    if len(values) == 1:
+        return values[0], values[0], values[0]
+    q1, q2, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return q1, q2, q3
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, db: Path) -> None:
+        self.args = args
+        self.db = db
+        self.loop = asyncio.new_event_loop()
+        self.tokentrail = TokentrailToggle(db)
+        self.otel: OtelToggle | None = None
+        self.rows_by_key: dict[str, Row] = {}
+        self._sim: Any = None
+
+    def simulator_url(self) -> str:
+        # The simulator runs in a child process: its CPU (tokenizing every answer) is not ours to count.
+        ctx = multiprocessing.get_context("spawn")
+        parent, child = ctx.Pipe()
+        process = ctx.Process(target=_simulator_child, args=(child,), daemon=True)
+        process.start()
+        url = parent.recv()
+        self._sim = (process, parent)
+        return url
+
+    def close(self) -> None:
+        if self._sim is not None:
+            process, conn = self._sim
+            conn.send("stop")
+            process.join(timeout=10)
+        self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+        self.loop.close()
+
+    def measure(self, row: Row, toggle: Any) -> None:
+        args = self.args
+        run = row.make(self)
+
+        def block(on: bool, n: int) -> int:
+            (toggle.on if on else toggle.off)()
+            gc.collect()
+            t0 = time.process_time_ns()
+            run(n)
+            toggle.flush()
+            elapsed = time.process_time_ns() - t0
+            if on:
+                row.calls_on += n
+            return elapsed
+
+        # Warm up (both states: imports, caches, the pipeline's first records), then size N on the
+        # wall time of calls with capture off.
+        warm, k = max(args.block_s, 0.1), 10
+        for on in (False, True, False):
+            toggle.on() if on else toggle.off()
+            run(k)
+            started, calls = time.perf_counter(), 0
+            while time.perf_counter() - started < warm:
+                run(k)
+                calls += k
+            per_call = (time.perf_counter() - started) / calls
+            if on:
+                toggle.flush()
+                row.calls_on += calls + k
+        row.n = n = max(5, round(args.block_s / per_call))
+        row.pairs = args.pairs
+
+        for i in range(args.pairs):
+            flip = i % 2 == 1
+            # A/B with the order flipped in every other pair; then A/A with the same code, both off.
+            first, second = (False, True) if flip else (True, False)
+            t = {first: block(first, n), second: block(second, n)}
+            row.added.append((t[True] - t[False]) / n / 1000)
+            row.raw.append(t[False] / n / 1000)
+            a, b = block(False, n), block(False, n)
+            row.aa.append(((b - a) if flip else (a - b)) / n / 1000)
+        toggle.off()
+
+    def run_row(self, row: Row) -> None:
+        if row.peer == "otel":
+            if self.otel is None:
+                why = otel_unavailable()
+                if why is not None:
+                    row.skipped = why
+                    return
+                self.otel = OtelToggle()
+            self.measure(row, self.otel)
+            return
+        with tokentrail.run(f"bench-{row.key}"):
+            self.measure(row, self.tokentrail)
+
+
+def _simulator_child(conn: Any) -> None:
+    from tokentrail.sim import Simulator
+
+    with Simulator() as sim:
+        conn.send(sim.url)
+        conn.recv()
+
+
+# -- proof of work -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Proof:
+    found: int
+    expected: int
+    problems: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return self.found == self.expected and not self.problems
+
+
+def verify(rows: list[Row], db: Path, otel: OtelToggle | None) -> Proof:
+    """Every call made while on is in the ledger, with the reported tokens; none made while off."""
+    problems: list[str] = []
+    found = expected = 0
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        counts = dict(conn.execute("SELECT run, count(*) FROM calls GROUP BY run").fetchall())
+        for row in rows:
+            if row.skipped or row.peer is not None:
+                continue
+            run = f"bench-{row.key}"
+            got = counts.pop(run, 0)
+            found += got
+            expected += row.calls_on
+            if got != row.calls_on:
+                problems.append(f"row {row.key}: {got} records for {row.calls_on} calls made while on")
+            tokens = row.usage_seen or EXPECTED_TOKENS
+            wrong = conn.execute(
+                "SELECT count(*) FROM calls WHERE run = ? AND NOT (input_tokens IS ? AND output_tokens IS ?"
+                " AND cache_read_tokens IS ? AND reasoning_tokens IS ? AND total_tokens IS ?"
+                " AND status = 'ok' AND stream = ? AND usage_source = 'reported')",
+                (run, *tokens, int(row.stream)),
+            ).fetchone()[0]
+            if wrong:
+                problems.append(f"row {row.key}: {wrong} records without the expected tokens {tokens}")
+        for run, got in counts.items():  # calls outside every benchmark row (made while off?)
+            found += got
+            problems.append(f"{got} unexpected records in run {run!r}")
+        drops = conn.execute("SELECT coalesce(sum(count), 0) FROM drops").fetchone()[0]
+        if drops:
+            problems.append(f"the ledger counts {drops} dropped records")
+    finally:
+        conn.close()
+    if otel is not None:
+        calls = sum(r.calls_on for r in rows if r.peer == "otel" and not r.skipped)
+        found += otel.spans
+        expected += calls
+        if otel.spans != calls or otel.spans_with_usage != calls:
+            problems.append(f"OTel: {otel.spans} spans ({otel.spans_with_usage} with usage) for {calls} calls")
+    return Proof(found, expected, problems)
+
+
+# -- report ------------------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    try:
+        cores_usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores_usable = os.cpu_count()
+    commit = None
+    with contextlib.suppress(Exception):
+        repo = Path(__file__).resolve().parent.parent
+        commit = subprocess.run(
+            ["git", "-C", str(repo), "describe", "--always", "--dirty"], capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+    versions = {}
+    for dist in ("tokentrail", "openai", "httpx", "httpx2", "opentelemetry-instrumentation-openai-v2"):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            versions[dist] = importlib.metadata.version(dist)
+    return {
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "cores_usable": cores_usable,
+        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+        "python": platform.python_version() + " " + platform.python_implementation(),
+        "versions": versions,
+        "commit": commit,
+    }
+
+
+def summarize(row: Row) -> dict[str, Any]:
+    if row.skipped:
+        return {"row": row.key, "label": row.label, "skipped": row.skipped}
+    q1, med, q3 = _quartiles(row.added)
+    a1, amed, a3 = _quartiles(row.aa)
+    return {
+        "row": row.key,
+        "label": row.label,
+        "who": row.peer or "tokentrail",
+        "n": row.n,
+        "pairs": row.pairs,
+        "raw_us": round(statistics.median(row.raw), 1),
+        "added_us": round(med, 2),
+        "added_iqr_us": [round(q1, 2), round(q3, 2)],
+        "aa_us": round(amed, 2),
+        "aa_iqr_us": [round(a1, 2), round(a3, 2)],
+        "calls_on": row.calls_on,
+    }
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    lines = [
+        "| row | exchange | N | pairs | raw µs/call | + µs/call (median) | IQR | A/A floor (median, IQR) |",
+        "|---|---|---:|---:|---:|---:|---|---|",
+    ]
+    for r in results:
+        if "skipped" in r:
+            lines.append(f"| {r['row']} | {r['label']} | | | | skipped | {r['skipped']} | |")
+            continue
+        q1, q3 = r["added_iqr_us"]
+        a1, a3 = r["aa_iqr_us"]
+        lines.append(
+            f"| {r['row']} | {r['label']} | {r['n']} | {r['pairs']} | {r['raw_us']:,.0f} | {r['added_us']:+.1f} |"
+            f" {q1:+.1f} … {q3:+.1f} | {r['aa_us']:+.1f} ({a1:+.1f} … {a3:+.1f}) |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small N and few pairs: a smoke test under 60 s")
+    parser.add_argument("--pairs", type=int, default=None, help="A/B pairs per row (each with an A/A pair); 20")
+    parser.add_argument("--rows", default=None, help="rows to run, e.g. 1,2,5 (peer rows: 1o,2o); default all")
+    parser.add_argument("--block-seconds", dest="block_s", type=float, default=None,
+                        help="target block length; default the writer's interval (0.2 s), 0.03 with --quick")  # fmt: skip
+    parser.add_argument("--db", type=Path, default=None, help="keep the ledger here (default: a temporary file)")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
+    args = parser.parse_args(argv)
+    args.pairs = args.pairs or (4 if args.quick else 20)
+    args.block_s = args.block_s or (0.03 if args.quick else pipeline.interval)
+
+    rows = all_rows()
+    if args.rows:
+        wanted = [k.strip() for k in args.rows.split(",") if k.strip()]
+        unknown = set(wanted) - {r.key for r in rows}
+        if unknown:
+            parser.error(f"unknown rows {sorted(unknown)}; choose from {[r.key for r in rows]}")
+        rows = [r for r in rows if r.key in wanted]
+
+    info = machine()
+    info["date"] = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    info["command"] = shlex.join(["python", *sys.argv]) if argv is None else shlex.join(["python", *argv])
+    info["writer_interval_s"] = pipeline.interval
+
+    def progress(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="tokentrail-bench-") as tmp:
+        db = (args.db or Path(tmp) / "bench.db").resolve()
+        if db.exists():
+            parser.error(f"{db} exists: the record check needs a fresh ledger")
+        bench = Bench(args, db)
+        bench.rows_by_key = {r.key: r for r in rows}
+        started = time.perf_counter()
+        try:
+            for row in rows:
+                t = time.perf_counter()
+                bench.run_row(row)
+                what = row.skipped or f"N={row.n}, {row.pairs} pairs, {time.perf_counter() - t:.0f} s"
+                progress(f"row {row.key:>2} {row.label}: {what}")
+        finally:
+            tokentrail.uninstrument()
+            bench.close()
+        proof = verify(rows, db, bench.otel)
+        elapsed = time.perf_counter() - started
+
+    results = [summarize(r) for r in rows]
+    late = bench.tokentrail.late_writes
+    if args.json:
+        doc = {
+            **info,
+            "method": "one process, toggled; median of paired differences of process CPU per call",
+            "rows": results,
+            "records": {"found": proof.found, "expected": proof.expected, "ok": proof.ok, "problems": proof.problems},
+            "flush_returned_early_blocks": late,
+            "elapsed_s": round(elapsed, 1),
+        }
+        print(json.dumps(doc, indent=2, ensure_ascii=False))
+    else:
+        v = info["versions"]
+        print(f"date:     {info['date']}")
+        print(f"command:  {info['command']}")
+        print(f"machine:  {info['platform']}; {info['cpu']}; {info['cores']} cores ({info['cores_usable']} usable);"
+              f" load {info['loadavg_at_start']}")  # fmt: skip
+        print(f"python:   {info['python']}")
+        print("versions: " + ", ".join(f"{k} {val}" for k, val in v.items()) + f"; commit {info['commit']}")
+        print(f"method:   process CPU per call, median of {args.pairs} paired differences (on − off) per row;"
+              f" blocks of N calls ≈ {args.block_s} s (writer interval {pipeline.interval} s), each ending with"
+              " flush(); A/A = off − off, same code")  # fmt: skip
+        print()
+        print(table(results))
+        print()
+        if late:
+            print(f"note: in {late} blocks flush() returned while the writer thread still held records;"
+                  " the benchmark waited for it inside the window")  # fmt: skip
+        print(f"records: {proof.found} / expected {proof.expected}" + ("" if proof.ok else "  MISMATCH"))
+        for problem in proof.problems:
+            print(f"  - {problem}")
+        print(f"elapsed: {elapsed:.0f} s")
+    return 0 if proof.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,158 @@
+"""The ``tokentrail`` command, run as a user runs it: a real subprocess."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tokentrail.report import CALL_FIELDS
+from tokentrail.sim import Simulator
+
+
+def tokentrail(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tokentrail", *args],
+        capture_output=True, text=True, timeout=120, env={**os.environ, **(env or {})}, cwd=cwd,
+    )  # fmt: skip
+
+
+APP = textwrap.dedent(
+    """
+    import sys, openai
+    client = openai.OpenAI(base_url=sys.argv[1] + "/v1", api_key="sk-test", max_retries=1)
+    client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hello"}])
+    client.embeddings.create(model="text-embedding-3-small", input="hello")
+    stream = client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}], stream=True)
+    for _ in stream:
+        pass
+    print("app done")
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def ledger(tmp_path_factory: pytest.TempPathFactory, sim: Simulator) -> Path:
+    """A ledger filled by an unmodified program under `tokentrail run`."""
+    tmp = tmp_path_factory.mktemp("cli")
+    (tmp / "app.py").write_text(APP)
+    db = tmp / "runs.db"
+    done = tokentrail("run", "--db", str(db), "--run", "trial-7", "--", sys.executable, "app.py", sim.url, cwd=tmp)
+    assert done.returncode == 0, done.stderr
+    assert "app done" in done.stdout
+    return db
+
+
+def test_run_captures_a_program_without_code_changes(ledger: Path) -> None:
+    done = tokentrail("calls", "--db", str(ledger), "--format", "jsonl")
+    assert done.returncode == 0, done.stderr
+    calls = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [c["api"] for c in calls] == ["openai.chat", "openai.embeddings", "openai.chat"]
+    assert {c["run"] for c in calls} == {"trial-7"}
+    assert all(c["call_site"].startswith("app.py:") for c in calls)
+    # The stream asked for no usage: unknown is null, never 0.
+    assert calls[2]["input_tokens"] is None and calls[2]["usage_source"] == "missing"
+    assert calls[0]["input_tokens"] > 0 and calls[0]["usage_source"] == "reported"
+
+
+def test_calls_jsonl_has_the_contract_fields(ledger: Path) -> None:
+    line = tokentrail("calls", "--db", str(ledger), "--format", "jsonl", "-n", "1").stdout.splitlines()
+    assert len(line) == 1
+    record = json.loads(line[0])
+    required = {
+        "id", "run", "scope_path", "agent", "step", "tool", "provider", "api", "model", "stream", "status",
+        "attempt", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens",
+        "total_tokens", "usage_source", "latency_ms", "call_site", "flags",
+    }  # fmt: skip
+    assert required <= set(record) == set(CALL_FIELDS)
+
+
+@pytest.mark.parametrize("fmt", ["table", "json", "csv", "markdown"])
+def test_report_formats(ledger: Path, fmt: str) -> None:
+    done = tokentrail("report", "--db", str(ledger), "--by", "run,model,api", "--format", fmt)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    if fmt == "json":
+        data = json.loads(out)
+        assert data["total"]["calls"] == 3
+        assert {r["model"] for r in data["rows"]} == {"gpt-4o-mini", "text-embedding-3-small", "gpt-4o"}
+        assert sum(r["calls_without_usage"] for r in data["rows"]) == 1
+    elif fmt == "csv":
+        rows = list(csv.DictReader(io.StringIO(out)))
+        assert sum(int(r["calls"]) for r in rows) == 3
+    else:
+        assert "trial-7" in out and "gpt-4o-mini" in out and "TOTAL" in out
+        assert "had no usage" in out
+
+
+def test_report_every_dimension(ledger: Path) -> None:
+    from tokentrail.report import DIMENSIONS
+
+    done = tokentrail("report", "--db", str(ledger), "--by", ",".join(DIMENSIONS), "--format", "json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["total"]["calls"] == 3
+
+
+def test_report_rejects_an_unknown_dimension(ledger: Path) -> None:
+    done = tokentrail("report", "--db", str(ledger), "--by", "colour")
+    assert done.returncode == 2 and "unknown --by dimension colour" in done.stderr
+
+
+def test_a_missing_ledger_is_a_clear_error(tmp_path: Path) -> None:
+    done = tokentrail("report", "--db", str(tmp_path / "nope.db"))
+    assert done.returncode == 2 and "no tokentrail ledger" in done.stderr
+
+
+def test_run_filter(ledger: Path) -> None:
+    done = tokentrail("report", "--db", str(ledger), "--run", "another", "--format", "json")
+    assert json.loads(done.stdout)["total"]["calls"] == 0
+
+
+def test_sim_command_serves_the_openai_format() -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tokentrail", "sim", "--port", str(port)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        assert f"http://127.0.0.1:{port}" in proc.stdout.readline()
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                reply = httpx.post(
+                    f"http://127.0.0.1:{port}/v1/chat/completions",
+                    json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]},
+                )
+                break
+            except httpx.ConnectError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        assert reply.status_code == 200 and reply.json()["usage"]["prompt_tokens"] > 0
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=10)
+
+
+def test_demo(tmp_path: Path) -> None:
+    done = tokentrail("demo", "--db", str(tmp_path / "demo.db"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    first = done.stdout.splitlines()[0]
+    served, recorded = first.split(": ")[1].split(" HTTP requests served by the simulator, ")
+    assert int(served) == int(recorded.split()[0]) >= 14
+    for agent in ("planner", "researcher", "judge", "writer"):
+        assert agent in done.stdout
+    assert "tokentrail.demo.helper.classify" in done.stdout

@@ -1,0 +1,87 @@
+"""Records survive process exit, SIGTERM and fork; many processes share one ledger."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import tokentrail  # noqa: F401  (conftest's environment)
+from tokentrail import report
+from tokentrail.sinks.sqlite import connect
+
+PROGRAM = textwrap.dedent(
+    """
+    import json, os, sys, time
+    import httpx
+    import tokentrail
+
+    BODY = json.dumps({{"model": "gpt-4o-mini", "choices": [],
+                       "usage": {{"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}}}}).encode()
+    client = httpx.Client(transport=httpx.MockTransport(lambda r: httpx.Response(200, content=BODY)))
+
+    def calls(n):
+        for _ in range(n):
+            client.post("http://llm.test/v1/chat/completions", json={{"model": "gpt-4o-mini", "messages": []}})
+
+    tokentrail.instrument(sys.argv[1])
+    {body}
+    """
+)
+
+
+def run_program(tmp_path: Path, body: str, *, wait: bool = True) -> tuple[subprocess.Popen[str], Path]:
+    db = tmp_path / "ledger.db"
+    script = tmp_path / "program.py"
+    script.write_text(PROGRAM.format(body=textwrap.dedent(body).strip()))
+    env = {**os.environ, "TOKENTRAIL_STRICT": "1"}
+    proc = subprocess.Popen([sys.executable, str(script), str(db)], env=env, stdout=subprocess.PIPE, text=True)
+    if wait:
+        proc.communicate(timeout=60)
+    return proc, db
+
+
+def count(db: Path) -> int:
+    return int(report.totals(connect(db, readonly=True))["calls"])
+
+
+def test_records_are_flushed_on_normal_exit(tmp_path: Path) -> None:
+    proc, db = run_program(tmp_path, "calls(250)")
+    assert proc.returncode == 0
+    assert count(db) == 250
+
+
+def test_records_are_flushed_on_sigterm(tmp_path: Path) -> None:
+    proc, db = run_program(tmp_path, 'calls(120); print("ready", flush=True); time.sleep(60)', wait=False)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGTERM  # the default disposition still acts after the flush
+    assert count(db) == 120
+
+
+def test_the_writer_survives_fork(tmp_path: Path) -> None:
+    body = """
+    calls(10)
+    pid = os.fork()
+    if pid == 0:
+        calls(7)
+        sys.exit(0)
+    os.waitpid(pid, 0)
+    calls(5)
+    """
+    proc, db = run_program(tmp_path, body)
+    assert proc.returncode == 0
+    rows = connect(db, readonly=True).execute("SELECT pid, COUNT(*) FROM calls GROUP BY pid").fetchall()
+    assert sorted(n for _, n in rows) == [7, 15]
+
+
+def test_processes_share_one_ledger(tmp_path: Path) -> None:
+    procs = [run_program(tmp_path, "calls(300)", wait=False)[0] for _ in range(4)]
+    for proc in procs:
+        proc.communicate(timeout=120)
+        assert proc.returncode == 0
+    assert count(tmp_path / "ledger.db") == 1200
