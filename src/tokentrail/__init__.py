@@ -10,17 +10,10 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import threading
-from pathlib import Path
-from typing import Any
-
-from tokentrail._guard import guard
+from tokentrail._instrument import Instrumentation, flush, instrument, subscribe, uninstrument
 from tokentrail.errors import BudgetExceeded, ConfigError, StoreError, TokentrailError
 from tokentrail.records import CallRecord, CallStatus
 from tokentrail.scope import Scope, ScopeHandle, agent, current_scope, run, step, tool
-from tokentrail.sinks import pipeline
 from tokentrail.usage import Provenance, Source, Usage, UsageTotals
 
 __version__ = "0.1.0"
@@ -30,6 +23,7 @@ __all__ = [
     "CallRecord",
     "CallStatus",
     "ConfigError",
+    "Instrumentation",
     "Provenance",
     "Scope",
     "ScopeHandle",
@@ -48,106 +42,3 @@ __all__ = [
     "tool",
     "uninstrument",
 ]
-
-_lock = threading.Lock()
-_db: Path | None = None
-
-
-class Instrumentation:
-    """Returned by `instrument()`; also a context manager that uninstruments on exit (for tests)."""
-
-    def __init__(self, db: Path) -> None:
-        self.db = db
-
-    def __enter__(self) -> Instrumentation:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        uninstrument()
-
-    def __repr__(self) -> str:
-        return f"<tokentrail instrumentation db={str(self.db)!r}>"
-
-
-def instrument(db: str | os.PathLike[str] | None = None) -> Instrumentation:
-    """Record every LLM HTTP call this process makes, from now on, into the ledger ``db``.
-
-    Hooks ``httpx`` and ``httpx2`` clients (sync and async, clients created earlier included) and
-    carries scopes into threads. Idempotent: a second call with the same ledger does nothing; with
-    another ledger, it flushes and switches. Records are written by a background thread and flushed
-    at exit and on SIGTERM.
-
-    Args:
-        db: the SQLite ledger; default ``$TOKENTRAIL_DB``, else ``./tokentrail.db``.
-
-    Raises:
-        StoreError: the ledger cannot be opened or created (checked here, before any call is made).
-    """
-    global _db
-    from tokentrail import capture, config, propagate
-    from tokentrail.sinks.sqlite import SqliteSink
-
-    path = config.db_path(db).resolve()
-    with _lock:
-        if _db != path:
-            sink = SqliteSink(path)
-            for old in pipeline.remove_sinks():
-                with guard("sink.close"):
-                    old.close()
-            pipeline.add_sink(sink)
-            _db = path
-        capture.install()
-        propagate.install()
-        _flush_on_sigterm()
-    return Instrumentation(path)
-
-
-def uninstrument() -> None:
-    """Stop recording: unhook the HTTP libraries and threads, flush and close the ledger."""
-    global _db
-    from tokentrail import capture, propagate
-
-    with _lock:
-        capture.uninstall()
-        propagate.uninstall()
-        for sink in pipeline.remove_sinks():
-            with guard("sink.close"):
-                sink.close()
-        _db = None
-
-
-def flush() -> None:
-    """Write every record captured so far to the ledger; returns when they are stored."""
-    pipeline.flush()
-
-
-def subscribe(callback: Any) -> Any:
-    """Call ``callback(record: CallRecord)`` for every finished call; returns an unsubscribe function.
-
-    Runs after the response, off the caller's thread; an exception in the callback is caught.
-    """
-    return pipeline.subscribe(callback)
-
-
-_SIGTERM_SENTINEL = "__tokentrail_sigterm__"
-
-
-def _flush_on_sigterm() -> None:
-    """Flush before the process dies of SIGTERM, then let the previous disposition act."""
-    if threading.current_thread() is not threading.main_thread():
-        return
-    previous = signal.getsignal(signal.SIGTERM)
-    if previous is signal.SIG_IGN or getattr(previous, _SIGTERM_SENTINEL, False):
-        return
-
-    def on_sigterm(signum: int, frame: Any) -> None:
-        with guard("flush.sigterm"):
-            pipeline.flush()
-        if callable(previous):
-            previous(signum, frame)
-        else:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    setattr(on_sigterm, _SIGTERM_SENTINEL, True)
-    signal.signal(signal.SIGTERM, on_sigterm)

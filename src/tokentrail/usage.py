@@ -125,14 +125,16 @@ class UsageTotals:
     reasoning_tokens: int = 0
     total_tokens: int = 0
     calls_without_usage: int = 0
-    """Calls whose input or output count is unknown (missing, or a stream cut short)."""
+    """Calls whose usage is unknown or incomplete: input or output missing, or a stream cut short
+    (``partial``: its counts are a floor, not the bill)."""
     calls_estimated: int = 0
     """Calls with a count tokentrail counted or estimated rather than the provider reported."""
 
     @classmethod
     def of(cls, usage: Usage, provenance: Provenance = REPORTED) -> UsageTotals:
         """The totals of a single call."""
-        complete = usage.input_tokens is not None and usage.output_tokens is not None
+        partial = Source.PARTIAL in (provenance.input, provenance.output)
+        complete = usage.input_tokens is not None and usage.output_tokens is not None and not partial
         ours = (Source.COUNTED, Source.ESTIMATED)
         return cls(
             calls=1,
@@ -141,7 +143,9 @@ class UsageTotals:
             cache_read_tokens=usage.cache_read_tokens or 0,
             cache_write_tokens=usage.cache_write_tokens or 0,
             reasoning_tokens=usage.reasoning_tokens or 0,
-            total_tokens=(usage.input_tokens or 0) + (usage.output_tokens or 0),
+            # Only known totals are summed, as the ledger's SUM(total_tokens) does, so live totals
+            # and reports agree; input and output still add whatever side is known.
+            total_tokens=usage.total_tokens or 0,
             calls_without_usage=0 if complete else 1,
             calls_estimated=int(provenance.input in ours or provenance.output in ours),
         )

@@ -37,7 +37,7 @@ MEASURES: tuple[tuple[str, str], ...] = (
     ("cache_write_tokens", "SUM(cache_write_tokens)"),
     ("reasoning_tokens", "SUM(reasoning_tokens)"),
     ("total_tokens", "SUM(total_tokens)"),
-    ("calls_without_usage", "SUM(input_tokens IS NULL OR output_tokens IS NULL)"),
+    ("calls_without_usage", "SUM(input_tokens IS NULL OR output_tokens IS NULL OR usage_source = 'partial')"),
     ("errors", "SUM(status != 'ok')"),
     ("retries", "SUM(attempt > 1)"),
 )

@@ -154,8 +154,8 @@ def read_usage(raw: Any, spec: UsageMap, source: Source = Source.REPORTED) -> tu
 # -- cheap JSON access -----------------------------------------------------------------------------
 
 
-def json_value(body: bytes, key: str) -> Any:
-    """The value of the last top-level-looking ``"key":`` in a JSON body, without parsing it all.
+def json_value(body: bytes, key: str, *, first: bool = False) -> Any:
+    """The value of the last (or ``first``) ``"key":`` in a JSON body, without parsing it all.
 
     Embedding responses carry megabytes of floats before their ``model`` and ``usage``; a full
     ``json.loads`` of those costs milliseconds. A quoted key cannot occur unescaped inside a JSON
@@ -163,9 +163,9 @@ def json_value(body: bytes, key: str) -> Any:
     their family puts at the top level, after any nested objects of the same name).
     """
     needle = b'"' + key.encode() + b'"'
-    end = len(body)
+    start, end = 0, len(body)
     while True:
-        at = body.rfind(needle, 0, end)
+        at = body.find(needle, start) if first else body.rfind(needle, 0, end)
         if at < 0:
             return None
         i = at + len(needle)
@@ -177,7 +177,7 @@ def json_value(body: bytes, key: str) -> Any:
             except ValueError:
                 return None
             return value
-        end = at
+        start, end = at + len(needle), at
 
 
 _decoder = json.JSONDecoder()

@@ -71,12 +71,14 @@ class ChatStream:
             if data == b"[DONE]":
                 self._done = True
                 continue
-            if self._model is None or has_object(data, b'"usage"') or b'"error"' in data:
+            # Azure's first chunk carries prompt_filter_results with "model": "" and "id": "", so
+            # the model is taken from the first chunk that names one.
+            if not self._model or has_object(data, b'"usage"') or b'"error"' in data:
                 obj = loads(data)
                 if not isinstance(obj, dict):
                     continue
-                if self._model is None:
-                    self._model, self._id = obj.get("model"), obj.get("id")
+                if not self._model:
+                    self._model, self._id = obj.get("model") or None, obj.get("id") or None
                 if isinstance(obj.get("usage"), dict):
                     self._usage = obj["usage"]
                 if "error" in obj:
@@ -100,7 +102,7 @@ class ChatCompletions:
         return request_info(body)
 
     def parse(self, body: bytes) -> ParsedCall:
-        return parsed(json_value(body, "usage"), USAGE, model=json_value(body, "model"), response_id=json_value(body, "id"))
+        return parsed(json_value(body, "usage"), USAGE, model=json_value(body, "model"), response_id=json_value(body, "id", first=True))
 
     def stream(self) -> ChatStream:
         return ChatStream()

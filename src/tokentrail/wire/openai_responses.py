@@ -61,7 +61,7 @@ class Responses:
         return request_info(body)
 
     def parse(self, body: bytes) -> ParsedCall:
-        return parsed(json_value(body, "usage"), USAGE, model=json_value(body, "model"), response_id=json_value(body, "id"))
+        return parsed(json_value(body, "usage"), USAGE, model=json_value(body, "model"), response_id=json_value(body, "id", first=True))
 
     def stream(self) -> ResponsesStream:
         return ResponsesStream()

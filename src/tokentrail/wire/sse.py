@@ -31,6 +31,8 @@ class SseDecoder:
 
     def feed(self, chunk: bytes) -> Iterator[SseEvent]:
         """The events completed by ``chunk``."""
+        if not chunk:  # an empty read must not settle a pending CR
+            return
         if b"\r" in chunk or self._pending_cr:
             chunk = self._normalize(chunk)
         buffer = self._buffer + chunk if self._buffer else chunk
