@@ -46,7 +46,6 @@ CASE_PARSERS: dict[str, WireParser] = {"openai_chat/completions_legacy": COMPLET
 """Cases served by another parser of the same family."""
 
 KNOWN_BUGS = {
-    "openai_chat/azure_stream": "BUG: ChatStream keeps the first chunk's model, which Azure sends as ''",
     "openai_chat/openrouter_cache_write": "BUG: chat UsageMap has no cache_write path; OpenRouter reports "
     "prompt_tokens_details.cache_write_tokens (part of prompt_tokens)",
 }
@@ -68,7 +67,7 @@ def _cases() -> list[Any]:
             if path.suffix not in (".json", ".sse") or path.name.endswith(".expected.json"):
                 continue
             key = f"{family}/{path.stem}"
-            marks = [pytest.mark.xfail(strict=True, reason=KNOWN_BUGS[key])] if key in KNOWN_BUGS and not UPDATE else []
+            marks = [pytest.mark.xfail(strict=True, reason=KNOWN_BUGS[key])] if key in KNOWN_BUGS else []
             params.append(pytest.param(path, id=f"{key}{path.suffix}", marks=marks))
     return params
 

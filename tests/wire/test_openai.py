@@ -337,6 +337,40 @@ def test_total_alone_is_not_checked_when_a_side_is_unknown() -> None:
     assert result.usage == Usage(input_tokens=100)
 
 
+# -- requests -------------------------------------------------------------------------------------
+
+
+def test_parse_request_reads_model_and_stream() -> None:
+    body = dumps({"messages": [{"role": "user", "content": 'say "model": "x"'}], "model": "gpt-4o", "stream": True})
+    info = CHAT.parse_request(body)
+    assert (info.model, info.stream) == ("gpt-4o", True)
+    assert RESPONSES.parse_request(dumps({"model": "o3", "input": "hi"})).model == "o3"
+    assert (EMBEDDINGS.parse_request(b"").model, EMBEDDINGS.parse_request(b"").stream) == (None, False)
+    assert CHAT.parse_request(b"not json").model is None
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: request_info takes the last '\"model\":' / '\"stream\":' in the request body, so a "
+    "tool or response_format JSON schema with a property named 'model' or 'stream' (the openai SDK "
+    "puts tools and response_format after model) gives requested_model None and stream False.",
+)
+def test_parse_request_ignores_schema_properties_named_model_and_stream() -> None:
+    schema = {"type": "object", "properties": {"make": {"type": "string"}, "model": {"type": "string"}, "stream": {"type": "boolean"}}}
+    body = dumps(
+        {
+            "messages": [{"role": "user", "content": "Which car?"}],
+            "model": "gpt-4o-2024-08-06",
+            "response_format": {"type": "json_schema", "json_schema": {"name": "car", "schema": schema}},
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "tools": [{"type": "function", "function": {"name": "find_car", "parameters": schema}}],
+        }
+    )
+    info = CHAT.parse_request(body)
+    assert (info.model, info.stream) == ("gpt-4o-2024-08-06", True)
+
+
 # -- json_value -----------------------------------------------------------------------------------
 
 
@@ -363,13 +397,8 @@ def test_json_value_missing_key_and_broken_value() -> None:
     assert json_value(b'{"usage"}', "usage") is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: json_value takes the last '\"id\":' in the body, so a Responses body's response_id "
-    "is the id of its last output item (msg_…, fc_…, rs_…), and a chat body with tool calls gets the "
-    "tool call's id.",
-)
 def test_response_id_is_the_top_level_id() -> None:
+    # Not the id of the last output item (msg_…) nor of a tool call.
     assert RESPONSES.parse(responses_body({"input_tokens": 1, "output_tokens": 1})).response_id == (
         "resp_67ccd2bed1ec8190b14f964abc0542670bb6a6b452d3795b"
     )
@@ -381,6 +410,55 @@ def test_response_id_is_the_top_level_id() -> None:
         "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
     }
     assert CHAT.parse(dumps(tool_call)).response_id == "chatcmpl-1"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: json_value takes the last '\"model\":'; a Response object echoes its tools and "
+    "text.format schema after 'model', so a schema property named 'model' makes the answered model None.",
+)
+def test_responses_model_with_an_echoed_schema_property_named_model() -> None:
+    schema = {"type": "object", "properties": {"make": {"type": "string"}, "model": {"type": "string"}}}
+    obj = json.loads(responses_body({"input_tokens": 3, "output_tokens": 4, "total_tokens": 7}))
+    usage = obj.pop("usage")
+    obj["tools"] = [{"type": "function", "name": "find_car", "parameters": schema, "strict": True}]
+    obj["text"] = {"format": {"type": "json_schema", "name": "car", "schema": schema, "strict": True}}
+    obj["usage"] = usage
+    result = RESPONSES.parse(dumps(obj))
+    assert result.usage.total_tokens == 7
+    assert result.model == "gpt-4.1-2025-04-14"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: parse() takes the first '\"id\":' in the body; Azure OpenAI sorts keys "
+    "(choices, created, id, model, …), so in a tool-call answer the first id is the tool call's.",
+)
+def test_response_id_with_azure_key_order_and_tool_calls() -> None:
+    body = dumps(
+        {
+            "choices": [
+                {
+                    "finish_reason": "tool_calls",
+                    "index": 0,
+                    "message": {
+                        "content": None,
+                        "role": "assistant",
+                        "tool_calls": [{"function": {"arguments": "{}", "name": "now"}, "id": "call_7ZbHsm", "type": "function"}],
+                    },
+                }
+            ],
+            "created": 1724460700,
+            "id": "chatcmpl-A00TAHidgn8Uk0U2lgI8y9vs6DrjH",
+            "model": "gpt-4o-2024-05-13",
+            "object": "chat.completion",
+            "prompt_filter_results": [],
+            "usage": {"completion_tokens": 12, "prompt_tokens": 38, "total_tokens": 50},
+        }
+    )
+    result = CHAT.parse(body)
+    assert (result.model, result.usage.total_tokens) == ("gpt-4o-2024-05-13", 50)
+    assert result.response_id == "chatcmpl-A00TAHidgn8Uk0U2lgI8y9vs6DrjH"
 
 
 def _embeddings_body(model_first: bool) -> bytes:
@@ -403,30 +481,26 @@ def _best_of(n: int, fn: Any) -> float:
 
 
 @pytest.fixture(scope="module")
-def big_openai_embeddings() -> bytes:
-    return _embeddings_body(model_first=False)
+def full_parse_seconds() -> float:
+    """What a full ``json.loads`` of the 1,000 × 1,536 body costs on this machine, the yardstick."""
+    body = _embeddings_body(model_first=False)
+    return _best_of(1, lambda: json.loads(body))
 
 
-def test_large_embeddings_body_is_read_without_parsing_it(big_openai_embeddings: bytes) -> None:
-    body = big_openai_embeddings
+@pytest.mark.parametrize("model_first", [False, True], ids=["openai-order", "vllm-order"])
+def test_large_embeddings_body_is_read_without_parsing_it(model_first: bool, full_parse_seconds: float) -> None:
+    body = _embeddings_body(model_first=model_first)
     assert len(body) > 15_000_000
     result = EMBEDDINGS.parse(body)
     assert result.usage == Usage(input_tokens=8000, output_tokens=0)
-    assert result.model == "text-embedding-3-small"
+    assert result.model == ("intfloat/e5-large" if model_first else "text-embedding-3-small")
     took = _best_of(3, lambda: EMBEDDINGS.parse(body))
-    full = _best_of(1, lambda: json.loads(body))
-    assert took < 0.05, took
-    assert took < full / 20, (took, full)
-
-
-def test_large_embeddings_body_with_model_first_is_read_without_parsing_it() -> None:
-    body = _embeddings_body(model_first=True)
-    result = EMBEDDINGS.parse(body)
-    assert (result.usage.input_tokens, result.usage.output_tokens, result.model) == (8000, 0, "intfloat/e5-large")
-    took = _best_of(3, lambda: EMBEDDINGS.parse(body))
-    full = _best_of(1, lambda: json.loads(body))
-    # Finding "model" near the start scans the whole body backwards: still far below a parse.
-    assert took < full / 5, (took, full)
+    if model_first:
+        # "model" near the start: found by scanning the whole body backwards, still far below a parse.
+        assert took < full_parse_seconds / 5, (took, full_parse_seconds)
+    else:
+        assert took < 0.05, took
+        assert took < full_parse_seconds / 20, (took, full_parse_seconds)
 
 
 # -- chat streams -------------------------------------------------------------------------------------
@@ -546,13 +620,8 @@ def test_chat_stream_with_malformed_chunks_does_not_raise() -> None:
     assert result.flags == {Flag.INVALID_VALUE}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Azure OpenAI's first stream chunk (prompt_filter_results, choices []) carries "
-    "'model': '' and 'id': ''; ChatStream keeps the first model it sees ('is None' test), so the "
-    "record's model and response_id are ''.",
-)
 def test_azure_stream_model_comes_from_the_first_chunk_that_names_it() -> None:
+    # Azure's first chunk (prompt_filter_results, choices []) has "model": "" and "id": "".
     first = {"choices": [], "created": 0, "id": "", "model": "", "object": "", "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": {}}]}
     raw = sse(first, chunk({"content": "Hi"}, model="gpt-4o-2024-11-20"), chunk({}, finish="stop", model="gpt-4o-2024-11-20"))
     result = feed_all(CHAT.stream(), [raw], StreamOutcome.COMPLETE)

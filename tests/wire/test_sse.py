@@ -23,7 +23,7 @@ def decode(*chunks: bytes) -> list[tuple[str, bytes]]:
     return [(e.event, e.data) for e in events]
 
 
-@settings(max_examples=300)
+@settings(max_examples=100)
 @given(st.data(), sse_streams())
 def test_any_split_gives_the_events_that_were_written(data: st.DataObject, case: SseCase) -> None:
     expected, raw = case
@@ -31,7 +31,7 @@ def test_any_split_gives_the_events_that_were_written(data: st.DataObject, case:
     assert decode(*data.draw(splits(raw))) == expected
 
 
-@settings(max_examples=100)
+@settings(max_examples=50)
 @given(sse_streams())
 def test_byte_by_byte(case: SseCase) -> None:
     expected, raw = case
@@ -57,24 +57,16 @@ def test_lone_cr_then_cr_is_two_line_ends() -> None:
     assert decode(b"data: a\r", b"\rdata: b\r\r") == [("message", b"a"), ("message", b"b")]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: an empty chunk between '\\r' and '\\n' clears SseDecoder._pending_cr, so the '\\n' "
-    "counts as a second line end and the event is dispatched early, split in two.",
-)
 def test_empty_chunk_inside_crlf() -> None:
+    # An empty read between "\r" and "\n" must not settle the pending CR.
     assert decode(b"data: a\r", b"", b"\ndata: b\r\n\r\n") == [("message", b"a\nb")]
 
 
-@settings(max_examples=100)
+@settings(max_examples=50)
 @given(st.data(), sse_streams())
 def test_empty_chunks_change_nothing(data: st.DataObject, case: SseCase) -> None:
     expected, raw = case
-    # Empty chunks, but never right after a "\r" (that case is the xfail above).
-    pieces = [b""]
-    for piece in data.draw(splits(raw)):
-        pieces += [piece] if piece.endswith(b"\r") else [piece, b""]
-    assert decode(*pieces) == expected
+    assert decode(*data.draw(splits(raw, allow_empty=True))) == expected
 
 
 def test_multi_line_data_is_joined_with_newline() -> None:

@@ -23,8 +23,10 @@ class Exchange:
     __slots__ = (
         "parser",
         "method",
-        "url",
-        "request",
+        "host",
+        "path",
+        "headers",
+        "body_sent",
         "library",
         "scope",
         "site",
@@ -41,12 +43,17 @@ class Exchange:
         "streamed",
     )
 
-    def __init__(self, parser: WireParser, method: str, url: Any, request: Any, library: str) -> None:
+    def __init__(
+        self, parser: WireParser, method: str, host: str, path: str, headers: Any, body: bytes | None, library: str
+    ) -> None:
         self.parser = parser
         self.method = method
-        self.url = url
-        """The library's URL object; host and path are read off the hot path."""
-        self.request = request
+        self.host = host
+        self.path = path
+        self.headers = headers
+        """The request headers: any mapping with a case-insensitive ``get`` (read off the hot path)."""
+        self.body_sent = body
+        """The request body, or ``None`` when it was streamed and never held in memory."""
         self.library = library
         # The scope is taken when the request leaves, not when the record is finished: a stream
         # drained in another task still belongs to the code that sent it.
@@ -96,9 +103,9 @@ class Exchange:
         pipeline.submit(self)
 
 
-def start(method: str, path: str, url: Any, request: Any, library: str) -> Exchange | None:
+def start(method: str, host: str, path: str, headers: Any, body: bytes | None, library: str) -> Exchange | None:
     """An `Exchange` if the request is an LLM API call, else ``None`` (after one cheap check)."""
     parser = detect(method, path)
     if parser is None:
         return None
-    return Exchange(parser, method, url, request, library)
+    return Exchange(parser, method, host, path, headers, body, library)

@@ -23,6 +23,13 @@ MODULES = ("httpx", "httpx2")
 _SENTINEL = "__tokentrail_original__"
 
 
+def _body(request: Any) -> bytes | None:
+    try:
+        return request.content  # type: ignore[no-any-return]
+    except Exception:  # RequestNotRead: a streamed upload we must not consume
+        return None
+
+
 def _attach(exchange: _exchange.Exchange, response: Any, stream: bool, module: ModuleType, sync: bool) -> None:
     if not stream:
         exchange.body_read(response.status_code, response.headers, response.content)
@@ -41,7 +48,7 @@ def _sync_send(original: Callable[..., Any], module: ModuleType) -> Callable[...
         exchange = None
         with guard("capture.start"):
             url = request.url
-            exchange = _exchange.start(request.method, url.path, url, request, library)
+            exchange = _exchange.start(request.method, url.host, url.path, request.headers, _body(request), library)
         if exchange is None:
             return original(self, request, stream=stream, **kwargs)
         try:
@@ -67,7 +74,7 @@ def _async_send(original: Callable[..., Any], module: ModuleType) -> Callable[..
         exchange = None
         with guard("capture.start"):
             url = request.url
-            exchange = _exchange.start(request.method, url.path, url, request, library)
+            exchange = _exchange.start(request.method, url.host, url.path, request.headers, _body(request), library)
         if exchange is None:
             return await original(self, request, stream=stream, **kwargs)
         try:

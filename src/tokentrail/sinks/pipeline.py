@@ -69,7 +69,7 @@ _enrichers: list[Enricher] = []
 _subscribers: list[Callable[[CallRecord], None]] = []
 _writer: threading.Thread | None = None
 _stop = threading.Event()
-_failures: dict[tuple[str, int], tuple[int, float]] = {}
+_failures: dict[tuple[str, str, int], tuple[int, float]] = {}
 _HOST = socket.gethostname()
 _announced: set[str] = set()
 """Scopes already handed to the sinks; a record's unannounced ancestors are announced before it."""
@@ -147,13 +147,11 @@ def _announce(scope: Scope) -> None:
 
 def _attempt(exchange: Exchange, ok: bool) -> int:
     """1 + the retries before this attempt: from the SDK's retry header, else from an identical
-    request that failed moments before (same URL and body)."""
-    request = exchange.request
-    header = request.headers.get("x-stainless-retry-count")  # openai and anthropic SDKs send it
+    request that failed moments before (same host, path and body)."""
+    header = exchange.headers.get("x-stainless-retry-count")  # openai and anthropic SDKs send it
     if header is not None and header.isdigit():
         return int(header) + 1
-    body = _request_body(request)
-    key = (str(exchange.url), hash(body))
+    key = (exchange.host, exchange.path, hash(exchange.body_sent))
     now = time.monotonic()
     previous = _failures.pop(key, None)
     attempt = previous[0] + 1 if previous is not None and now - previous[1] < 300 else 1
@@ -164,19 +162,10 @@ def _attempt(exchange: Exchange, ok: bool) -> int:
     return attempt
 
 
-def _request_body(request: Any) -> bytes:
-    try:
-        content = request.content
-    except Exception:  # a streaming request body that was never read into memory
-        return b""
-    return content if isinstance(content, bytes) else b""
-
-
 def build(exchange: Exchange) -> CallRecord:
     """The `CallRecord` of a finished exchange."""
-    parser, url = exchange.parser, exchange.url
-    body = _request_body(exchange.request)
-    info = parser.parse_request(body)
+    parser = exchange.parser
+    info = parser.parse_request(exchange.body_sent or b"")
     status_code = exchange.status_code
     flags: set[str] = set()
     error = type(exchange.error).__name__ if exchange.error is not None else None
@@ -211,9 +200,9 @@ def build(exchange: Exchange) -> CallRecord:
     return CallRecord(
         id=new_id(),
         api=parser.api,
-        provider=provider_for(url.host, parser.api),
-        host=url.host,
-        endpoint=url.path,
+        provider=provider_for(exchange.host, parser.api),
+        host=exchange.host,
+        endpoint=exchange.path,
         requested_model=info.model,
         model=result.model or info.model,
         stream=info.stream,
