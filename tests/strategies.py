@@ -43,12 +43,13 @@ def totals(draw: st.DrawFn) -> UsageTotals:
     """A `UsageTotals` that could be the sum of real calls."""
     calls = draw(st.integers(0, 10**6))
     input_tokens, output_tokens = draw(counts), draw(counts)
+    cache_read = draw(st.integers(0, input_tokens))
     return UsageTotals(
         calls=calls,
         input_tokens=input_tokens,
         output_tokens=output_tokens,
-        cache_read_tokens=draw(st.integers(0, input_tokens)),
-        cache_write_tokens=draw(st.integers(0, input_tokens)),
+        cache_read_tokens=cache_read,
+        cache_write_tokens=draw(st.integers(0, input_tokens - cache_read)),
         reasoning_tokens=draw(st.integers(0, output_tokens)),
         total_tokens=input_tokens + output_tokens,
         calls_without_usage=draw(st.integers(0, calls)),

@@ -45,10 +45,7 @@ FAMILIES: dict[str, WireParser] = {
 CASE_PARSERS: dict[str, WireParser] = {"openai_chat/completions_legacy": COMPLETIONS}
 """Cases served by another parser of the same family."""
 
-KNOWN_BUGS = {
-    "openai_chat/openrouter_cache_write": "BUG: chat UsageMap has no cache_write path; OpenRouter reports "
-    "prompt_tokens_details.cache_write_tokens (part of prompt_tokens)",
-}
+KNOWN_BUGS: dict[str, str] = {}
 
 
 def normalized(result: ParsedCall) -> dict[str, Any]:

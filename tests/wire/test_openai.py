@@ -349,12 +349,6 @@ def test_parse_request_reads_model_and_stream() -> None:
     assert CHAT.parse_request(b"not json").model is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: request_info takes the last '\"model\":' / '\"stream\":' in the request body, so a "
-    "tool or response_format JSON schema with a property named 'model' or 'stream' (the openai SDK "
-    "puts tools and response_format after model) gives requested_model None and stream False.",
-)
 def test_parse_request_ignores_schema_properties_named_model_and_stream() -> None:
     schema = {"type": "object", "properties": {"make": {"type": "string"}, "model": {"type": "string"}, "stream": {"type": "boolean"}}}
     body = dumps(
@@ -412,11 +406,6 @@ def test_response_id_is_the_top_level_id() -> None:
     assert CHAT.parse(dumps(tool_call)).response_id == "chatcmpl-1"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: json_value takes the last '\"model\":'; a Response object echoes its tools and "
-    "text.format schema after 'model', so a schema property named 'model' makes the answered model None.",
-)
 def test_responses_model_with_an_echoed_schema_property_named_model() -> None:
     schema = {"type": "object", "properties": {"make": {"type": "string"}, "model": {"type": "string"}}}
     obj = json.loads(responses_body({"input_tokens": 3, "output_tokens": 4, "total_tokens": 7}))
@@ -429,11 +418,6 @@ def test_responses_model_with_an_echoed_schema_property_named_model() -> None:
     assert result.model == "gpt-4.1-2025-04-14"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: parse() takes the first '\"id\":' in the body; Azure OpenAI sorts keys "
-    "(choices, created, id, model, …), so in a tool-call answer the first id is the tool call's.",
-)
 def test_response_id_with_azure_key_order_and_tool_calls() -> None:
     body = dumps(
         {

@@ -182,6 +182,30 @@ def json_value(body: bytes, key: str, *, first: bool = False) -> Any:
 
 _decoder = json.JSONDecoder()
 
+SMALL_BODY = 64 * 1024
+"""Bodies up to this size are parsed whole; larger ones are scanned for the keys asked for."""
+
+
+def top_level(body: bytes, *keys: str) -> dict[str, Any]:
+    """The values of top-level ``keys`` in a JSON object body (missing keys are absent).
+
+    Small bodies are parsed whole, which is exact whatever the key order (Azure sorts keys, so a
+    tool call's ``id`` precedes the response's; a tool schema may have a property named ``model``).
+    Large bodies — embeddings with megabytes of floats, long prompts — are scanned with `json_value`
+    instead: their top-level ``usage`` and ``model`` follow any nested namesakes, and ``id`` leads.
+    """
+    if len(body) <= SMALL_BODY:
+        obj = loads(body)
+        if isinstance(obj, dict):
+            return {k: obj[k] for k in keys if k in obj}
+        return {}
+    found = {}
+    for key in keys:
+        value = json_value(body, key, first=key == "id")
+        if value is not None:
+            found[key] = value
+    return found
+
 
 def loads(body: bytes) -> Any:
     """``json.loads`` that returns ``None`` instead of raising."""
@@ -195,9 +219,9 @@ def request_info(body: bytes) -> RequestInfo:
     """Model and stream flag of a JSON request body (shared by the OpenAI-shaped families)."""
     if not body:
         return RequestInfo()
-    model = json_value(body, "model")
-    stream = json_value(body, "stream")
-    return RequestInfo(model=model if isinstance(model, str) else None, stream=stream is True)
+    fields = top_level(body, "model", "stream")
+    model = fields.get("model")
+    return RequestInfo(model=model if isinstance(model, str) else None, stream=fields.get("stream") is True)
 
 
 def parsed(
@@ -263,4 +287,5 @@ __all__ = [
     "parsed",
     "read_usage",
     "request_info",
+    "top_level",
 ]

@@ -23,10 +23,10 @@ from tokentrail.wire._base import (
     StreamOutcome,
     UsageMap,
     WholeBody,
-    json_value,
     loads,
     parsed,
     request_info,
+    top_level,
 )
 from tokentrail.wire.sse import SseDecoder
 
@@ -34,6 +34,9 @@ USAGE = UsageMap(
     input=("prompt_tokens",),
     output=("completion_tokens",),
     cache_read=("prompt_tokens_details.cached_tokens",),
+    # OpenRouter reports cache writes beside cache reads, both inside prompt_tokens
+    # (https://openrouter.ai/docs/use-cases/usage-accounting); OpenAI itself never sends it.
+    cache_write=("prompt_tokens_details.cache_write_tokens",),
     reasoning=("completion_tokens_details.reasoning_tokens",),
     total="total_tokens",
 )
@@ -102,7 +105,8 @@ class ChatCompletions:
         return request_info(body)
 
     def parse(self, body: bytes) -> ParsedCall:
-        return parsed(json_value(body, "usage"), USAGE, model=json_value(body, "model"), response_id=json_value(body, "id", first=True))
+        fields = top_level(body, "usage", "model", "id")
+        return parsed(fields.get("usage"), USAGE, model=fields.get("model"), response_id=fields.get("id"))
 
     def stream(self) -> ChatStream:
         return ChatStream()
@@ -131,13 +135,13 @@ class Embeddings:
         return request_info(body)
 
     def parse(self, body: bytes) -> ParsedCall:
-        raw = json_value(body, "usage")
+        fields = top_level(body, "usage", "model")
+        raw, model = fields.get("usage"), fields.get("model")
         if isinstance(raw, dict) and "completion_tokens" not in raw:
             # Embeddings report no output count because there is none; 0 is the fact, not a guess.
-            raw_for_counts = {**raw, "completion_tokens": 0}
-            result = parsed(raw_for_counts, self._usage, model=json_value(body, "model"))
+            result = parsed({**raw, "completion_tokens": 0}, self._usage, model=model)
             return replace(result, raw_usage=raw)
-        return parsed(raw, self._usage, model=json_value(body, "model"))
+        return parsed(raw, self._usage, model=model)
 
     def stream(self) -> WholeBody:
         return WholeBody(self)

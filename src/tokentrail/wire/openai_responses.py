@@ -8,7 +8,7 @@ object (https://platform.openai.com/docs/api-reference/responses-streaming).
 
 from __future__ import annotations
 
-from tokentrail.wire._base import ParsedCall, RequestInfo, StreamOutcome, UsageMap, json_value, loads, parsed, request_info
+from tokentrail.wire._base import ParsedCall, RequestInfo, StreamOutcome, UsageMap, loads, parsed, request_info, top_level
 from tokentrail.wire.sse import SseDecoder
 
 USAGE = UsageMap(
@@ -61,7 +61,8 @@ class Responses:
         return request_info(body)
 
     def parse(self, body: bytes) -> ParsedCall:
-        return parsed(json_value(body, "usage"), USAGE, model=json_value(body, "model"), response_id=json_value(body, "id", first=True))
+        fields = top_level(body, "usage", "model", "id")
+        return parsed(fields.get("usage"), USAGE, model=fields.get("model"), response_id=fields.get("id"))
 
     def stream(self) -> ResponsesStream:
         return ResponsesStream()
