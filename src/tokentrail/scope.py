@@ -184,7 +184,8 @@ def add_call(scope: Scope, usage: Usage, provenance: Provenance, model: str | No
     delta = [getattr(one, k) for k in _TOTAL_KEYS]
     agent = scope.agent
     with _totals_lock:
-        for node in scope.chain():
+        node: Scope | None = scope
+        while node is not None:
             totals = node._totals
             totals.sums = [a + b for a, b in zip(totals.sums, delta)]
             totals.last = usage
@@ -195,6 +196,7 @@ def add_call(scope: Scope, usage: Usage, provenance: Provenance, model: str | No
                     totals.by_agent[agent] = [
                         a + b for a, b in zip(totals.by_agent.get(agent, [0] * len(delta)), delta)
                     ]
+            node = node.parent
 
 
 def add_cost(scope: Scope, amount: Decimal | None) -> None:

@@ -96,7 +96,6 @@ def m001_calls(db: sqlite3.Connection) -> None:
             tags TEXT
         );
         CREATE INDEX calls_run ON calls(run_id);
-        CREATE INDEX calls_run_name ON calls(run);
         CREATE INDEX calls_scope_path ON calls(scope_id_path);
         CREATE INDEX calls_started ON calls(started_ns);
 

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from tokentrail._guard import guard, report
+from tokentrail.enrich.callsite import resolve
 from tokentrail.errors import RecordsDroppedWarning
 from tokentrail.records import CallRecord, CallStatus, Flag, new_id
 from tokentrail.scope import Scope, _listeners, add_call, add_cost
@@ -195,7 +196,6 @@ def build(exchange: Exchange) -> CallRecord:
     scope = exchange.scope
     run = scope.run or scope
     t_end = exchange.t_end or exchange.t0
-    from tokentrail.enrich.callsite import resolve
 
     return CallRecord(
         id=new_id(),
@@ -318,14 +318,18 @@ def dropped() -> int:
     return _dropped
 
 
+# One encoder for every record: json.dumps() with non-default options builds a new one per call.
+_encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
+
+
 def raw_usage_json(value: Any) -> str | None:
     """The raw usage as stored: JSON, or ``None``."""
     if value is None:
         return None
     try:
-        return json.dumps(value, separators=(",", ":"), default=str)
+        return _encode(value)
     except (TypeError, ValueError):
-        return json.dumps(repr(value))
+        return _encode(repr(value))
 
 
 def _at_exit() -> None:

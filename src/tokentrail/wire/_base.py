@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
@@ -89,20 +89,26 @@ class UsageMap:
     """The provider's own total, checked against input + output."""
 
 
-def _lookup(raw: Mapping[str, Any], path: str) -> Any:
+@functools.lru_cache(maxsize=512)
+def _parts(path: str) -> tuple[str, ...]:
+    return tuple(path.split("."))
+
+
+def _lookup(raw: dict[str, Any], path: str) -> Any:
     node: Any = raw
-    for part in path.split("."):
-        if not isinstance(node, Mapping):
+    for part in _parts(path):
+        # JSON objects decode to dict: a plain type check is much cheaper than the Mapping ABC.
+        if type(node) is not dict:
             return None
         node = node.get(part)
     return node
 
 
 def _valid(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    return type(value) is int and value >= 0  # bool is a subclass of int, not the same type
 
 
-def _sum(raw: Mapping[str, Any], paths: tuple[str, ...], flags: set[str]) -> int | None:
+def _sum(raw: dict[str, Any], paths: tuple[str, ...], flags: set[str]) -> int | None:
     total: int | None = None
     for path in paths:
         value = _lookup(raw, path)
@@ -121,7 +127,7 @@ def read_usage(raw: Any, spec: UsageMap, source: Source = Source.REPORTED) -> tu
     Returns the usage, its provenance and the flags raised (`Flag` values).
     """
     flags: set[str] = set()
-    if not isinstance(raw, Mapping):
+    if type(raw) is not dict:
         if raw is not None:
             flags.add(Flag.INVALID_VALUE)
         return Usage(), MISSING, flags
