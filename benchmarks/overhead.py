@@ -7,7 +7,8 @@ The method is /work/shared/BENCHMARKING.md's (see docs/performance.md):
   and on (``tokentrail.instrument(db)``), the order flipping inside every other pair;
 - every block is timed with ``time.process_time_ns()`` (all threads: the writer's work counts) and ends
   with ``tokentrail.flush()``, so the records of an "on" block are written inside its window;
-- N is chosen so a block lasts about one writer interval (``tokentrail.sinks.pipeline.interval``);
+- N is chosen so a block of calls with capture off costs about one writer interval of CPU
+  (``tokentrail.sinks.pipeline.interval``, 0.2 s);
 - the figure is the median of the paired differences per call, with its interquartile range; A/A pairs
   (off/off, the same code) give the noise floor, printed beside it;
 - after the run the ledger is opened and every call made while on must be there, with the tokens the
@@ -332,9 +333,9 @@ class TokentrailToggle:
 
     def flush(self) -> None:
         tokentrail.flush()
-        # flush() returns early when the writer thread has already taken the last records and is
-        # still processing or writing them. Wait (sleeping: no CPU) until it is done, so that work is
-        # inside this block's window and not the next one's; count how often that happened.
+        # flush() must not return while the writer thread still holds records it took off the queues
+        # (it could before 1b4f331). Check anyway, so that work stays inside this block's window and
+        # not the next one's: wait (sleeping, no CPU) until the pipeline is idle; count the waits.
         waited = False
         deadline = time.monotonic() + 10
         while _pipeline_busy() and time.monotonic() < deadline:  # a failing sink keeps records queued
@@ -455,21 +456,27 @@ class Bench:
             return elapsed
 
         # Warm up (both states: imports, caches, the pipeline's first records), then size N on the
-        # wall time of calls with capture off.
+        # CPU time of calls with capture off. (On an idle machine CPU and wall time agree; on a busy one
+        # CPU time gives the same N from run to run.)
         warm, k = max(args.block_s, 0.1), 10
         for on in (False, True, False):
             toggle.on() if on else toggle.off()
             run(k)
-            started, calls = time.perf_counter(), 0
-            while time.perf_counter() - started < warm:
+            started, calls = time.process_time(), 0
+            while time.process_time() - started < warm:
                 run(k)
                 calls += k
-            per_call = (time.perf_counter() - started) / calls
+            per_call = (time.process_time() - started) / calls
             if on:
                 toggle.flush()
                 row.calls_on += calls + k
         row.n = n = max(5, round(args.block_s / per_call))
         row.pairs = args.pairs
+        # Move everything alive now (SDK, pydantic, the clients) out of the collector's sight: a full
+        # collection over that heap costs ~10 ms and lands in one block or another at random, which
+        # is noise of ±100 µs per SDK call. Objects created during the blocks are still collected.
+        gc.collect()
+        gc.freeze()
 
         for i in range(args.pairs):
             flip = i % 2 == 1
@@ -481,6 +488,7 @@ class Bench:
             a, b = block(False, n), block(False, n)
             row.aa.append(((b - a) if flip else (a - b)) / n / 1000)
         toggle.off()
+        gc.unfreeze()
 
     def run_row(self, row: Row) -> None:
         if row.peer == "otel":
@@ -502,6 +510,72 @@ def _simulator_child(conn: Any) -> None:
     with Simulator() as sim:
         conn.send(sim.url)
         conn.recv()
+
+
+# -- where the added CPU goes -------------------------------------------------------------------------
+
+
+def profile(bench: Bench, row: Row, n: int, reps: int) -> None:
+    """Split tokentrail's added CPU per call into the caller's thread, processing and writing.
+
+    The writer thread is parked (its interval set to an hour) so that processing and writing run in
+    this thread, where they can be timed one by one and seen by cProfile. For finding the cost, not
+    for quoting it: the table's paired figures are the ones to quote.
+    """
+    import cProfile
+    import pstats
+
+    toggle = bench.tokentrail
+    run = row.make(bench)
+    toggle.on()
+    run(warm := max(50, n // 10))
+    row.calls_on += warm
+    toggle.flush()
+    saved, pipeline.interval = pipeline.interval, 3600.0
+    time.sleep(saved + 0.1)  # the writer finishes its current wait and starts the long one
+    parts: dict[str, list[float]] = {"off": [], "on": [], "process": [], "write": []}
+    try:
+        for i in range(reps):
+            for on in (False, True) if i % 2 else (True, False):
+                (toggle.on if on else toggle.off)()
+                gc.collect()
+                t0 = time.process_time_ns()
+                run(n)
+                t1 = time.process_time_ns()
+                if not on:
+                    parts["off"].append((t1 - t0) / n / 1000)
+                    continue
+                pipeline.process_pending()
+                t2 = time.process_time_ns()
+                pipeline.write_ready()
+                t3 = time.process_time_ns()
+                parts["on"].append((t1 - t0) / n / 1000)
+                parts["process"].append((t2 - t1) / n / 1000)
+                parts["write"].append((t3 - t2) / n / 1000)
+                row.calls_on += n
+        m = {k: statistics.median(v) for k, v in parts.items()}
+        caller = statistics.median(a - b for a, b in zip(parts["on"], parts["off"]))
+        print(f"row {row.key} ({row.label}), N={n}, {reps} pairs, µs of process CPU per call (medians):")
+        print(f"  raw call (off)                       {m['off']:8.1f}")
+        print(f"  caller's thread: on − off (paired)   {caller:+8.1f}")
+        print(f"  pipeline.process_pending, per record {m['process']:+8.1f}")
+        print(f"  pipeline.write_ready, per record     {m['write']:+8.1f}  (one batch of N: one commit)")
+        print(f"  sum                                  {caller + m['process'] + m['write']:+8.1f}")
+        print()
+        profiler = cProfile.Profile()
+        profiler.enable()
+        run(n)
+        pipeline.process_pending()
+        pipeline.write_ready()
+        profiler.disable()
+        row.calls_on += n
+        stats = pstats.Stats(profiler, stream=sys.stdout)
+        print(f"cProfile of {n} calls with capture on, processing and writing included (tokentrail, sqlite3, json,")
+        print("contextlib and dataclass frames; times inflated by the profiler):")
+        stats.sort_stats("tottime").print_stats(r"tokentrail|sqlite3|json|contextlib|<string>", 30)
+    finally:
+        pipeline.interval = saved
+        toggle.off()
 
 
 # -- proof of work -----------------------------------------------------------------------------------
@@ -574,12 +648,13 @@ def machine() -> dict[str, Any]:
         cores_usable = len(os.sched_getaffinity(0))
     except AttributeError:
         cores_usable = os.cpu_count()
+    # The commit of the tokentrail actually imported (it may be an export run with PYTHONPATH).
+    source = Path(tokentrail.__file__).resolve().parent
     commit = None
     with contextlib.suppress(Exception):
-        repo = Path(__file__).resolve().parent.parent
         commit = subprocess.run(
-            ["git", "-C", str(repo), "describe", "--always", "--dirty"], capture_output=True, text=True, timeout=5
-        ).stdout.strip()
+            ["git", "-C", str(source), "describe", "--always", "--dirty"], capture_output=True, text=True, timeout=5
+        ).stdout.strip() or None
     versions = {}
     for dist in ("tokentrail", "openai", "httpx", "httpx2", "opentelemetry-instrumentation-openai-v2"):
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
@@ -592,7 +667,8 @@ def machine() -> dict[str, Any]:
         "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
         "python": platform.python_version() + " " + platform.python_implementation(),
         "versions": versions,
-        "commit": commit,
+        "tokentrail_source": str(source),
+        "commit": commit or "not a git checkout",
     }
 
 
@@ -637,14 +713,16 @@ def table(results: list[dict[str, Any]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small N and few pairs: a smoke test under 60 s")
-    parser.add_argument("--pairs", type=int, default=None, help="A/B pairs per row (each with an A/A pair); 20")
+    parser.add_argument("--pairs", type=int, default=None, help="A/B pairs per row (each with an A/A pair); default 16, 4 with --quick")
     parser.add_argument("--rows", default=None, help="rows to run, e.g. 1,2,5 (peer rows: 1o,2o); default all")
     parser.add_argument("--block-seconds", dest="block_s", type=float, default=None,
                         help="target block length; default the writer's interval (0.2 s), 0.03 with --quick")  # fmt: skip
     parser.add_argument("--db", type=Path, default=None, help="keep the ledger here (default: a temporary file)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
+    parser.add_argument("--profile", metavar="ROW", default=None,
+                        help="instead of the table: split tokentrail's added CPU for one row, then cProfile it")  # fmt: skip
     args = parser.parse_args(argv)
-    args.pairs = args.pairs or (4 if args.quick else 20)
+    args.pairs = args.pairs or (4 if args.quick else 16)
     args.block_s = args.block_s or (0.03 if args.quick else pipeline.interval)
 
     rows = all_rows()
@@ -669,6 +747,20 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"{db} exists: the record check needs a fresh ledger")
         bench = Bench(args, db)
         bench.rows_by_key = {r.key: r for r in rows}
+        if args.profile:
+            row = next((r for r in all_rows() if r.key == args.profile and r.peer is None), None)
+            if row is None:
+                parser.error(f"--profile takes a tokentrail row (1-9), not {args.profile!r}")
+            bench.rows_by_key = {row.key: row}
+            try:
+                with tokentrail.run(f"bench-{row.key}"):
+                    profile(bench, row, n=100 if args.quick else 1000 if row.key in "5678" else 200, reps=4 if args.quick else 12)
+            finally:
+                tokentrail.uninstrument()
+                bench.close()
+            proof = verify([row], db, None)
+            print(f"records: {proof.found} / expected {proof.expected}")
+            return 0 if proof.ok else 1
         started = time.perf_counter()
         try:
             for row in rows:
@@ -701,7 +793,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"machine:  {info['platform']}; {info['cpu']}; {info['cores']} cores ({info['cores_usable']} usable);"
               f" load {info['loadavg_at_start']}")  # fmt: skip
         print(f"python:   {info['python']}")
-        print("versions: " + ", ".join(f"{k} {val}" for k, val in v.items()) + f"; commit {info['commit']}")
+        print("versions: " + ", ".join(f"{k} {val}" for k, val in v.items()))
+        print(f"source:   {info['tokentrail_source']} (commit {info['commit']})")
         print(f"method:   process CPU per call, median of {args.pairs} paired differences (on − off) per row;"
               f" blocks of N calls ≈ {args.block_s} s (writer interval {pipeline.interval} s), each ending with"
               " flush(); A/A = off − off, same code")  # fmt: skip

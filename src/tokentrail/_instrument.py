@@ -44,13 +44,19 @@ def instrument(db: str | os.PathLike[str] | None = None) -> Instrumentation:
 
     Raises:
         StoreError: the ledger cannot be opened or created (checked here, before any call is made).
+        ConfigError: a price override file (``tokentrail.toml``, ``[tool.tokentrail]``) is invalid.
     """
     global _db
     from tokentrail import capture, config, propagate
     from tokentrail.sinks.sqlite import SqliteSink
 
     path = config.db_path(db).resolve()
+    from tokentrail import pricing
+    from tokentrail.enrich.price import priced
+
+    pricing.configure()  # a bad tokentrail.toml raises ConfigError here, in the caller
     with _lock:
+        pipeline.pricer = priced
         if _db != path:
             sink = SqliteSink(path)
             for old in pipeline.remove_sinks():

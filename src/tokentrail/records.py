@@ -40,6 +40,8 @@ class Flag(StrEnum):
     """The stream ended without its final event."""
     UNPARSED = "unparsed"
     """The body could not be read as the API family's format."""
+    COST_MISMATCH = "cost_mismatch"
+    """Our cost and the provider-reported cost (OpenRouter, Perplexity) differ by more than 1%."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -717,9 +717,10 @@ def test_any_split_gives_the_same_record(data: st.DataObject, name: str, outcome
         ("/v1/completions", COMPLETIONS),
     ],
 )
-def test_detect_llm_paths(path: str, parser: object) -> None:
-    # Detection sees only method and path: the same answer on any host and port.
-    assert detect("POST", path) is parser
+@pytest.mark.parametrize("host", ["api.openai.com", "127.0.0.1", "vllm.internal", "gateway.example.org"])
+def test_detect_llm_paths(path: str, parser: object, host: str) -> None:
+    # Detection goes by method and path: the same answer on any host and port.
+    assert detect("POST", host, path) is parser
 
 
 @pytest.mark.parametrize(
@@ -738,9 +739,19 @@ def test_detect_llm_paths(path: str, parser: object) -> None:
     ],
 )
 def test_detect_ignores_other_traffic(method: str, path: str) -> None:
-    assert detect(method, path) is None
+    assert detect(method, "internal.example.org", path) is None
+
+
+def test_unknown_paths_on_llm_hosts_are_still_recorded() -> None:
+    from tokentrail.wire.generic import GENERIC
+
+    assert detect("POST", "api.openai.com", "/v1/audio/transcriptions") is GENERIC
+    assert detect("POST", "bedrock-runtime.eu-west-1.amazonaws.com", "/model/x/unknown-op") is GENERIC
+    assert detect("POST", "s3.amazonaws.com", "/bucket/key") is None
+    assert detect("GET", "api.openai.com", "/v1/models") is None
 
 
 def test_every_parser_is_registered_once() -> None:
-    assert sorted(p.api for p in PARSERS) == ["openai.chat", "openai.completions", "openai.embeddings", "openai.responses"]
+    assert len(PARSERS) == len({id(p) for p in PARSERS})
+    assert {p.api.split(".")[0] for p in PARSERS} >= {"openai", "anthropic", "gemini", "bedrock", "cohere", "ollama"}
     assert CHAT.matches("POST", "/v1/chat/completions") and not COMPLETIONS.matches("POST", "/v1/chat/completions")

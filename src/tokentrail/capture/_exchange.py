@@ -14,7 +14,7 @@ from tokentrail import scope as _scope
 from tokentrail.enrich import callsite
 from tokentrail.sinks import pipeline
 from tokentrail.wire import detect
-from tokentrail.wire._base import ParsedCall, StreamOutcome, StreamParser, WireParser
+from tokentrail.wire._base import ParsedCall, StreamOutcome, StreamParser, WholeBody, WireParser
 
 
 class Exchange:
@@ -89,11 +89,11 @@ class Exchange:
         self.status_code, self.response_headers = status_code, headers
         self.streamed = True
         content_type = headers.get("content-type", "") if headers is not None else ""
-        if "event-stream" in content_type:
-            return self.parser.stream()
-        from tokentrail.wire._base import WholeBody
-
-        return WholeBody(self.parser)
+        # A plain JSON body read through a streaming response is parsed whole at the end; every other
+        # type (SSE, AWS event stream, NDJSON, Cohere's stream+json) is the family's stream format.
+        if content_type.partition(";")[0].strip().lower() == "application/json":
+            return WholeBody(self.parser)
+        return self.parser.stream()
 
     def stream_finished(self, parser: StreamParser, outcome: StreamOutcome, error: BaseException | None) -> None:
         """The streamed body ended (read to the end, closed, broken or abandoned)."""
@@ -105,7 +105,7 @@ class Exchange:
 
 def start(method: str, host: str, path: str, headers: Any, body: bytes | None, library: str) -> Exchange | None:
     """An `Exchange` if the request is an LLM API call, else ``None`` (after one cheap check)."""
-    parser = detect(method, path)
+    parser = detect(method, host, path)
     if parser is None:
         return None
     return Exchange(parser, method, host, path, headers, body, library)

@@ -7,10 +7,10 @@ import sys
 from collections.abc import Sequence
 
 from tokentrail import __version__
-from tokentrail.cli import calls, demo, report, run, sim
+from tokentrail.cli import calls, demo, prices, report, reprice, run, sim
 from tokentrail.errors import TokentrailError
 
-COMMANDS = (report, calls, run, sim, demo)
+COMMANDS = (report, calls, run, prices, reprice, sim, demo)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -8,7 +8,7 @@ import sys
 
 from tokentrail import report
 from tokentrail.cli._common import add_db_options, open_db
-from tokentrail.report.format import render
+from tokentrail.report.text import render
 
 TABLE_COLUMNS = (
     "started_at",

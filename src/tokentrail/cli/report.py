@@ -6,7 +6,7 @@ import argparse
 
 from tokentrail import report
 from tokentrail.cli._common import add_db_options, open_db
-from tokentrail.report.format import FORMATS, render
+from tokentrail.report.text import FORMATS, render
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

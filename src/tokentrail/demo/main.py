@@ -14,7 +14,7 @@ import openai
 import tokentrail
 from tokentrail import report
 from tokentrail.demo import agents
-from tokentrail.report.format import render
+from tokentrail.report.text import render
 from tokentrail.sim import Simulator
 from tokentrail.sinks.sqlite import connect
 

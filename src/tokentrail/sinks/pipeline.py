@@ -26,11 +26,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 from tokentrail._guard import guard, report
 from tokentrail.enrich.callsite import resolve
 from tokentrail.errors import RecordsDroppedWarning
-from tokentrail.records import CallRecord, CallStatus, Flag, new_id
+from tokentrail.records import CallRecord, CallStatus, Cost, Flag, new_id
 from tokentrail.scope import Scope, _listeners, add_call, add_cost
 from tokentrail.usage import Usage
 from tokentrail.wire import provider_for
-from tokentrail.wire._base import ParsedCall, StreamOutcome
+from tokentrail.wire._base import ParsedCall, RequestInfo, StreamOutcome
 
 if TYPE_CHECKING:
     from tokentrail.capture._exchange import Exchange
@@ -53,6 +53,10 @@ class Sink(Protocol):
 
 
 Enricher = Callable[[CallRecord, "Exchange"], CallRecord]
+Pricer = Callable[[str, "str | None", "str | None", int, Usage, Any, str, frozenset[str]], "tuple[Cost | None, frozenset[str]]"]
+
+pricer: Pricer | None = None
+"""Prices a call from its parts while its record is built (one construction, no copy); set by instrument()."""
 
 max_queue = 1_000_000
 """Captured exchanges waiting to be processed before new ones are dropped (and counted)."""
@@ -167,6 +171,10 @@ def build(exchange: Exchange) -> CallRecord:
     """The `CallRecord` of a finished exchange."""
     parser = exchange.parser
     info = parser.parse_request(exchange.body_sent or b"")
+    from_path = getattr(parser, "request_from_path", None)
+    if from_path is not None:  # Gemini and Bedrock name the model (and streaming) in the path
+        in_path = from_path(exchange.path)
+        info = RequestInfo(model=info.model or in_path.model, stream=info.stream or in_path.stream)
     status_code = exchange.status_code
     flags: set[str] = set()
     error = type(exchange.error).__name__ if exchange.error is not None else None
@@ -177,6 +185,14 @@ def build(exchange: Exchange) -> CallRecord:
         result = parser.parse(exchange.body) if status_code is not None and status_code < 400 else ParsedCall()
     else:
         result = ParsedCall(complete=False)
+    provider = provider_for(exchange.host, parser.api)
+    if result.usage.is_empty and status_code is not None and status_code < 400:
+        from_headers = getattr(parser, "usage_from_headers", None)  # Bedrock InvokeModel
+        if from_headers is not None and exchange.response_headers is not None:
+            result = _merge_header_usage(result, from_headers(exchange.response_headers))
+    refine = getattr(parser, "refine", None)  # OpenAI-compatible servers' quirks
+    if refine is not None and result.raw_usage is not None:
+        result = refine(result, provider)
 
     if status_code is None:
         cancelled = exchange.error is not None and not isinstance(exchange.error, Exception)
@@ -196,15 +212,22 @@ def build(exchange: Exchange) -> CallRecord:
     scope = exchange.scope
     run = scope.run or scope
     t_end = exchange.t_end or exchange.t0
+    model = result.model or info.model
+    usage = result.usage if result.usage is not None else Usage()
+    frozen_flags = frozenset(flags)
+    cost = None
+    if pricer is not None:
+        cost, frozen_flags = pricer(provider, model, info.model, exchange.started_ns, usage, result.raw_usage,
+                                    parser.api, frozen_flags)  # fmt: skip
 
     return CallRecord(
         id=new_id(),
         api=parser.api,
-        provider=provider_for(exchange.host, parser.api),
+        provider=provider,
         host=exchange.host,
         endpoint=exchange.path,
         requested_model=info.model,
-        model=result.model or info.model,
+        model=model,
         stream=info.stream,
         status=status,
         http_status=status_code,
@@ -213,10 +236,11 @@ def build(exchange: Exchange) -> CallRecord:
         started_ns=exchange.started_ns,
         latency_ns=t_end - exchange.t0,
         first_token_ns=None if exchange.t_first is None else exchange.t_first - exchange.t0,
-        usage=result.usage if result.usage is not None else Usage(),
+        usage=usage,
         provenance=result.provenance,
         raw_usage=result.raw_usage,
-        flags=frozenset(flags),
+        cost=cost,
+        flags=frozen_flags,
         response_id=result.response_id,
         scope_id=scope.id,
         scope_path=scope.name_path,
@@ -230,6 +254,20 @@ def build(exchange: Exchange) -> CallRecord:
         pid=os.getpid(),
         host_name=_HOST,
         tags=scope.tags,
+    )
+
+
+def _merge_header_usage(result: ParsedCall, from_headers: ParsedCall | None) -> ParsedCall:
+    if from_headers is None:
+        return result
+    return ParsedCall(
+        model=result.model,
+        usage=from_headers.usage,
+        provenance=from_headers.provenance,
+        raw_usage=from_headers.raw_usage,
+        flags=result.flags | from_headers.flags,
+        response_id=result.response_id,
+        complete=result.complete,
     )
 
 

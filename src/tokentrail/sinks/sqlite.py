@@ -6,6 +6,7 @@ import json
 import os
 import sqlite3
 import threading
+from decimal import Decimal
 from pathlib import Path
 
 from tokentrail.errors import StoreError
@@ -18,7 +19,7 @@ CALL_COLUMNS = (
     "requested_model model stream status http_status error attempt started_ns latency_ns first_token_ns "
     "input_tokens output_tokens cache_read_tokens cache_write_tokens reasoning_tokens total_tokens "
     "input_source output_source usage_source tokenizer raw_usage cost_usd price_version flags response_id "
-    "call_site call_function call_module pid host_name tags"
+    "call_site call_function call_module pid host_name tags cost_pico"
 ).split()
 _INSERT_CALL = f"INSERT OR IGNORE INTO calls ({', '.join(CALL_COLUMNS)}) VALUES ({', '.join('?' * len(CALL_COLUMNS))})"
 _INSERT_SCOPE = (
@@ -58,11 +59,20 @@ def call_row(r: CallRecord) -> tuple[object, ...]:
         r.http_status, r.error, r.attempt, r.started_ns, r.latency_ns, r.first_token_ns,
         u.input_tokens, u.output_tokens, u.cache_read_tokens, u.cache_write_tokens, u.reasoning_tokens,
         u.total_tokens, p.input.value, p.output.value, p.source.value, p.tokenizer,
-        raw_usage_json(r.raw_usage), None if r.cost is None else str(r.cost.amount),
+        raw_usage_json(r.raw_usage), None if r.cost is None else format(r.cost.amount, "f"),
         None if r.cost is None else r.cost.price_version, ",".join(sorted(r.flags)), r.response_id,
         None if site is None else str(site), None if site is None else site.qualname,
         None if site is None else site.module, r.pid, r.host_name, json.dumps(r.tags) if r.tags else None,
+        None if r.cost is None else pico(r.cost.amount),
     )  # fmt: skip
+
+
+def pico(amount: Decimal | None) -> int | None:
+    """USD as integer pico-dollars (exact for every price the table holds), for sums in SQL."""
+    return None if amount is None else int((amount * PICO).to_integral_value())
+
+
+PICO = Decimal(10) ** 12
 
 
 class SqliteSink:

@@ -16,6 +16,7 @@ Stream quirks:
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 from tokentrail.wire._base import (
     ParsedCall,
@@ -54,6 +55,24 @@ def has_object(data: bytes, needle: bytes) -> bool:
     return False
 
 
+def _stream_usage(chunk: dict[str, Any]) -> Any:
+    """A chunk's usage: ``usage``, else Groq's ``x_groq.usage`` (https://console.groq.com/docs/api-reference)."""
+    usage = chunk.get("usage")
+    if type(usage) is dict:
+        return usage
+    groq = chunk.get("x_groq")
+    if type(groq) is dict and type(groq.get("usage")) is dict:
+        return groq["usage"]
+    return None
+
+
+def refine(result: ParsedCall, provider: str) -> ParsedCall:
+    """Re-read usage with the quirks of OpenAI-compatible servers (DeepSeek, xAI, Perplexity, Voyage…)."""
+    from tokentrail.wire import openai_compat  # it imports this module
+
+    return openai_compat.refine(result, provider, None)
+
+
 class ChatStream:
     """Parses a chat.completion.chunk stream as it passes."""
 
@@ -82,8 +101,9 @@ class ChatStream:
                     continue
                 if not self._model:
                     self._model, self._id = obj.get("model") or None, obj.get("id") or None
-                if isinstance(obj.get("usage"), dict):
-                    self._usage = obj["usage"]
+                usage = _stream_usage(obj)
+                if usage is not None:
+                    self._usage = usage
                 if "error" in obj:
                     self._error = True
             if not self._finished and (b'"finish_reason":"' in data or b'"finish_reason": "' in data):
@@ -97,6 +117,9 @@ class ChatStream:
 class ChatCompletions:
     api = "openai.chat"
     _suffix = "/chat/completions"
+
+    def refine(self, result: ParsedCall, provider: str) -> ParsedCall:
+        return refine(result, provider)
 
     def matches(self, method: str, path: str) -> bool:
         return path.endswith(self._suffix)
@@ -128,6 +151,11 @@ class Embeddings:
     api = "openai.embeddings"
     _usage = UsageMap(input=("prompt_tokens",), output=("completion_tokens",), total="total_tokens")
 
+    def refine(self, result: ParsedCall, provider: str) -> ParsedCall:
+        from tokentrail.wire import openai_compat
+
+        return openai_compat.refine(result, provider, self.api)
+
     def matches(self, method: str, path: str) -> bool:
         return path.endswith("/embeddings")
 
@@ -146,6 +174,8 @@ class Embeddings:
     def stream(self) -> WholeBody:
         return WholeBody(self)
 
+
+SUFFIXES: tuple[str, ...] = ("/chat/completions", "/completions", "/embeddings")
 
 CHAT = ChatCompletions()
 COMPLETIONS = Completions()

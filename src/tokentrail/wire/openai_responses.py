@@ -68,4 +68,6 @@ class Responses:
         return ResponsesStream()
 
 
+SUFFIXES: tuple[str, ...] = ("/responses",)
+
 RESPONSES = Responses()

@@ -18,6 +18,8 @@ _SHORT = {
     "reasoning_tokens": "reasoning",
     "total_tokens": "total",
     "calls_without_usage": "no_usage",
+    "calls_without_cost": "no_cost",
+    "cost_usd": "cost_usd",
 }
 
 

@@ -1,0 +1,397 @@
+"""Google Gemini: ``…:generateContent`` / ``…:streamGenerateContent`` and the embedding methods.
+
+The same wire format is served by the Gemini API (``/v1beta/models/{model}:generateContent``) and by
+Vertex AI (``/v1/projects/{p}/locations/{l}/publishers/google/models/{model}:generateContent``).
+The model is named in the path, not the request body: see `model_from_path` / `request_from_path`.
+
+``usageMetadata`` (https://ai.google.dev/api/generate-content#UsageMetadata and the Vertex
+``GenerateContentResponse.UsageMetadata`` reference; field docs in googleapis/python-genai
+``google/genai/types.py``):
+
+- ``promptTokenCount`` includes ``cachedContentTokenCount`` ("When cached_content is set, this is
+  still the total effective prompt size meaning this includes the number of tokens in the cached
+  content").
+- ``toolUsePromptTokenCount`` ("tokens in the results from tool executions, which are provided back
+  to the model as input": Google Search grounding, URL context) is *not* part of
+  ``promptTokenCount``: ``totalTokenCount`` "is the sum of prompt_token_count,
+  candidates_token_count, tool_use_prompt_token_count, and thoughts_token_count" (googleapis
+  java-genai ``GenerateContentResponseUsageMetadata``). It is billed as input (vercel/ai#14575,
+  pydantic/genai-prices#200; QuantumNous/new-api#2935 shows 151 + 1089 + 18329 + 1120 = 20689),
+  so tokentrail's input is ``promptTokenCount + toolUsePromptTokenCount``.
+- ``thoughtsTokenCount`` is *not* part of ``candidatesTokenCount`` (same total; simonw/llm-gemini#75,
+  vercel/ai#6082): output is ``candidatesTokenCount + thoughtsTokenCount``, reasoning the thoughts.
+- ``*TokensDetails`` lists split a count by modality: parts, checked, kept raw.
+- Counts equal to 0 are omitted: the API speaks proto3 JSON, which leaves out fields holding their
+  default value (https://protobuf.dev/programming-guides/json/), e.g. no ``candidatesTokenCount``
+  when generation stops at MAX_TOKENS while thinking (adcontextprotocol/adcp#7359). So when the
+  object carries a valid ``totalTokenCount`` — the usage *was* computed — an absent
+  ``promptTokenCount`` or ``candidatesTokenCount`` reads as 0. The optional counts (cache, tool use,
+  thoughts) stay None when absent.
+
+Streams: with ``?alt=sse`` the body is SSE, one ``data: {GenerateContentResponse}`` per chunk, each
+chunk's ``usageMetadata`` *cumulative*: the last one wins, never the sum. Without ``alt=sse`` the
+body is a JSON array of the same chunks (content-type application/json), which capture reads whole:
+`GenerateContent.parse` accepts it. A stream is complete once a chunk with a ``finishReason`` (or a
+``promptFeedback.blockReason``) has been seen together with, or followed by, ``usageMetadata``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tokentrail.records import Flag
+from tokentrail.usage import Provenance, Source, Usage
+from tokentrail.wire._base import (
+    ParsedCall,
+    RequestInfo,
+    StreamOutcome,
+    UsageMap,
+    WholeBody,
+    json_value,
+    loads,
+    read_usage,
+)
+from tokentrail.wire.sse import SseDecoder
+
+SUFFIXES: tuple[str, ...] = (
+    ":generateContent",
+    ":streamGenerateContent",
+    ":embedContent",
+    ":batchEmbedContents",
+    ":predict",
+)
+"""Path endings this module can own (``:predict`` only for Google's embedding models)."""
+
+USAGE = UsageMap(
+    input=("promptTokenCount", "toolUsePromptTokenCount"),
+    output=("candidatesTokenCount", "thoughtsTokenCount"),
+    cache_read=("cachedContentTokenCount",),
+    reasoning=("thoughtsTokenCount",),
+    total="totalTokenCount",
+)
+
+_OMITTED_ZEROS = ("promptTokenCount", "candidatesTokenCount")
+
+# (modality breakdown, the count it splits)
+_DETAILS = (
+    ("promptTokensDetails", "promptTokenCount"),
+    ("cacheTokensDetails", "cachedContentTokenCount"),
+    ("candidatesTokensDetails", "candidatesTokenCount"),
+    ("toolUsePromptTokensDetails", "toolUsePromptTokenCount"),
+)
+
+
+def _count(value: Any) -> bool:
+    return type(value) is int and value >= 0
+
+
+def usage_from(raw: Any, spec: UsageMap = USAGE) -> tuple[Usage, Provenance, set[str]]:
+    """Normalize one ``usageMetadata`` object; validate every number, never raise."""
+    counted = raw
+    if type(raw) is dict and _count(raw.get("totalTokenCount")):
+        missing = [k for k in _OMITTED_ZEROS if k in spec.input + spec.output and raw.get(k) is None]
+        if missing:
+            counted = {**raw, **dict.fromkeys(missing, 0)}
+    usage, provenance, flags = read_usage(counted, spec)
+    if type(raw) is not dict:
+        return usage, provenance, flags
+    cached, prompt = raw.get("cachedContentTokenCount"), counted.get("promptTokenCount")
+    if _count(cached) and _count(prompt) and cached > prompt:
+        flags.add(Flag.PARTS_EXCEED_WHOLE)  # cached is part of the prompt, not of the tool-use input
+    for details, whole in _DETAILS:
+        entries = raw.get(details)
+        if entries is None:
+            continue
+        if type(entries) is not list or not all(type(e) is dict for e in entries):
+            flags.add(Flag.INVALID_VALUE)
+            continue
+        counts = [e.get("tokenCount", 0) for e in entries]  # an omitted tokenCount is a proto3 zero
+        if not all(_count(c) for c in counts):
+            flags.add(Flag.INVALID_VALUE)
+        elif _count(counted.get(whole)) and sum(counts) > counted[whole]:
+            flags.add(Flag.PARTS_EXCEED_WHOLE)
+    return usage, provenance, flags
+
+
+def _call(raw_usage: Any, *, model: Any, response_id: Any, complete: bool) -> ParsedCall:
+    usage, provenance, flags = usage_from(raw_usage)
+    if not complete:
+        # Cumulative usage seen before the cut is a floor, not the bill, on both sides: the
+        # tool-use part of the input can still grow while the model calls built-in tools.
+        provenance = Provenance(
+            input=Source.PARTIAL if provenance.input is Source.REPORTED else provenance.input,
+            output=Source.PARTIAL if provenance.output is Source.REPORTED else provenance.output,
+        )
+        flags.add(Flag.STREAM_INCOMPLETE)
+    return ParsedCall(
+        model=model if isinstance(model, str) and model else None,
+        usage=usage,
+        provenance=provenance,
+        raw_usage=raw_usage,
+        flags=frozenset(flags),
+        response_id=response_id if isinstance(response_id, str) and response_id else None,
+        complete=complete,
+    )
+
+
+def _finished(chunk: dict[str, Any]) -> bool:
+    """True for the chunk that ends generation: a candidate's finishReason, or a blocked prompt."""
+    candidates = chunk.get("candidates")
+    if type(candidates) is list:
+        for candidate in candidates:
+            if type(candidate) is dict and isinstance(candidate.get("finishReason"), str) and candidate["finishReason"]:
+                return True
+    feedback = chunk.get("promptFeedback")
+    return type(feedback) is dict and isinstance(feedback.get("blockReason"), str) and bool(feedback["blockReason"])
+
+
+class _Chunks:
+    """What a sequence of response chunks says, folded chunk by chunk (shared by SSE and JSON arrays)."""
+
+    __slots__ = ("error", "final", "finish_seen", "model", "response_id", "usage")
+
+    def __init__(self) -> None:
+        self.usage: Any = None
+        self.model: Any = None
+        self.response_id: Any = None
+        self.finish_seen = False
+        self.final = False
+        self.error = False
+
+    def add(self, chunk: Any) -> None:
+        if type(chunk) is not dict:
+            return
+        if "error" in chunk:
+            self.error = True  # {"error": {"code", "message", "status"}} ends a broken stream
+            return
+        if not self.finish_seen and _finished(chunk):
+            self.finish_seen = True
+        self.model = chunk.get("modelVersion") or self.model
+        self.response_id = chunk.get("responseId") or self.response_id
+        if "usageMetadata" in chunk:
+            self.usage = chunk["usageMetadata"]  # cumulative: the last one wins
+            self.final = self.final or self.finish_seen
+
+    def call(self, *, stream: bool) -> ParsedCall:
+        complete = not stream or (self.final and not self.error)
+        return _call(self.usage, model=self.model, response_id=self.response_id, complete=complete)
+
+
+class GenerateStream:
+    """Parses an ``alt=sse`` stream as it passes.
+
+    Every chunk is a whole response object, but only a few matter: the ones with usage or an end
+    (their raw bytes are kept by reference; the last usage chunk is decoded once, at the end), and
+    the rare ones naming an ``error`` or a finish. Text chunks cost a few substring checks.
+    """
+
+    __slots__ = ("_error", "_final", "_finish_seen", "_first", "_last_usage", "_sse")
+
+    def __init__(self) -> None:
+        self._sse = SseDecoder()
+        self._first: bytes | None = None
+        self._last_usage: bytes | None = None
+        self._finish_seen = False
+        self._final = False
+        self._error = False
+
+    def feed(self, chunk: bytes) -> None:
+        for event in self._sse.feed(chunk):
+            self.event(event.data)
+
+    def event(self, data: bytes) -> None:
+        """One chunk's JSON payload."""
+        if self._first is None:
+            self._first = data
+        # A quoted key cannot occur unescaped inside a JSON string, so these checks only hit keys.
+        if b'"error"' in data or (not self._finish_seen and (b'"finishReason"' in data or b'"blockReason"' in data)):
+            obj = loads(data)
+            if type(obj) is dict:
+                if "error" in obj:
+                    self._error = True
+                    return
+                if not self._finish_seen and _finished(obj):
+                    self._finish_seen = True
+        if b'"usageMetadata"' in data:
+            self._last_usage = data
+            self._final = self._final or self._finish_seen
+
+    def finish(self, outcome: StreamOutcome) -> ParsedCall:
+        chunks = _Chunks()
+        if self._first is not None and self._first is not self._last_usage:
+            first = loads(self._first)
+            if type(first) is dict and "error" not in first:
+                chunks.model, chunks.response_id = first.get("modelVersion"), first.get("responseId")
+        last = loads(self._last_usage) if self._last_usage is not None else None
+        if type(last) is dict:
+            chunks.add(last)
+        chunks.final, chunks.error = self._final, self._error
+        return chunks.call(stream=True)
+
+
+class GenerateContent:
+    api = "gemini.generate"
+
+    def matches(self, method: str, path: str) -> bool:
+        return path.endswith((":generateContent", ":streamGenerateContent"))
+
+    def request_from_path(self, path: str) -> RequestInfo:
+        return request_from_path(path)
+
+    def parse_request(self, body: bytes) -> RequestInfo:
+        # The body names neither the model nor streaming: both are in the path (`request_from_path`).
+        return RequestInfo()
+
+    def parse(self, body: bytes) -> ParsedCall:
+        """A response object, or the JSON array a stream without ``alt=sse`` sends."""
+        if body[:16].lstrip().startswith((b"data:", b":")):
+            # An alt=sse body read whole (a client that did not stream the response).
+            stream = GenerateStream()
+            stream.feed(body)
+            stream.feed(b"\n\n")  # a last event without its blank line
+            return stream.finish(StreamOutcome.COMPLETE)
+        # Generate responses carry text and base64 media, not megabytes of floats: a whole parse is
+        # exact and cheap (strings decode at hundreds of MB/s).
+        obj = loads(body)
+        chunks = _Chunks()
+        if type(obj) is dict:
+            chunks.add(obj)
+            return chunks.call(stream=False)
+        if type(obj) is list:
+            for chunk in obj:
+                chunks.add(chunk)
+            return chunks.call(stream=True)
+        return ParsedCall(flags=frozenset({Flag.UNPARSED}))
+
+    def stream(self) -> GenerateStream:
+        return GenerateStream()
+
+
+# -- embeddings ------------------------------------------------------------------------------------------
+
+EMBED_USAGE = UsageMap(input=("promptTokenCount",), output=("candidatesTokenCount",), total="totalTokenCount")
+"""An embedding generates no tokens: output is 0 by definition once the input is reported."""
+
+_decoder = json.JSONDecoder()
+
+
+def _vertex_predict_tokens(body: bytes) -> tuple[int | None, set[str]]:
+    """The sum of ``predictions[].embeddings.statistics.token_count`` of a Vertex ``:predict`` body.
+
+    https://cloud.google.com/vertex-ai/generative-ai/docs/model-reference/text-embeddings-api (the
+    response: ``statistics.token_count`` per instance, ``truncated``). Scanned, not parsed: the body
+    is mostly floats. Every prediction must report its count, else the sum is unknown.
+    """
+    flags: set[str] = set()
+    total = 0
+    found = 0
+    for key in (b'"token_count"', b'"tokenCount"'):
+        at = body.find(key)
+        while at >= 0:
+            i = at + len(key)
+            colon = body.find(b":", i, i + 16)
+            if colon >= 0 and not body[i:colon].strip():
+                try:
+                    value, _ = _decoder.raw_decode(body[colon + 1 : colon + 64].lstrip().decode("utf-8", "replace"))
+                except ValueError:
+                    value = None
+                if not _count(value):
+                    flags.add(Flag.INVALID_VALUE)
+                    return None, flags
+                total += value
+                found += 1
+            at = body.find(key, i)
+    predictions = body.count(b'"embeddings"')
+    if found == 0 or found != predictions:
+        return None, flags
+    return total, flags
+
+
+class Embed:
+    """``:embedContent`` and ``:batchEmbedContents`` (Gemini API and Vertex), and Vertex ``:predict`` for
+    Google's text-embedding models.
+
+    - Vertex ``:embedContent`` / ``:batchEmbedContents`` answer with ``usageMetadata``
+      (https://cloud.google.com/vertex-ai/generative-ai/docs/reference/rest/v1/projects.locations.publishers.models/embedContent).
+    - The Gemini API's responses (https://ai.google.dev/api/embeddings) carried no usage for a long
+      time; newer ones add ``usageMetadata: {promptTokenCount, promptTokenDetails}``. When there is
+      none the usage is missing, never 0: enrichment counts the input.
+    - Vertex ``:predict`` reports ``statistics.token_count`` per prediction; their sum is the input.
+    """
+
+    api = "gemini.embed"
+
+    def matches(self, method: str, path: str) -> bool:
+        if path.endswith((":embedContent", ":batchEmbedContents")):
+            return True
+        # :predict serves every Vertex model (Imagen, custom endpoints): only Google's embedders here.
+        return path.endswith(":predict") and "/publishers/google/models/" in path and "embedding" in path
+
+    def request_from_path(self, path: str) -> RequestInfo:
+        return request_from_path(path)
+
+    def parse_request(self, body: bytes) -> RequestInfo:
+        return RequestInfo()
+
+    def parse(self, body: bytes) -> ParsedCall:
+        raw = json_value(body, "usageMetadata")
+        if type(raw) is dict:
+            # Filling the absent output count only for the arithmetic; the raw usage stays as sent.
+            usage, provenance, flags = usage_from({"candidatesTokenCount": 0, **raw}, EMBED_USAGE)
+            return ParsedCall(usage=usage, provenance=provenance, raw_usage=raw, flags=frozenset(flags))
+        if raw is not None:
+            return ParsedCall(raw_usage=raw, flags=frozenset({Flag.INVALID_VALUE}))
+        if b'"predictions"' in body:
+            tokens, flags = _vertex_predict_tokens(body)
+            if tokens is not None:
+                usage = Usage(input_tokens=tokens, output_tokens=0)
+                provenance = Provenance(input=Source.REPORTED, output=Source.REPORTED)
+                return ParsedCall(
+                    usage=usage, provenance=provenance, raw_usage={"token_count": tokens}, flags=frozenset(flags)
+                )
+            return ParsedCall(flags=frozenset(flags))
+        return ParsedCall()
+
+    def stream(self) -> WholeBody:
+        return WholeBody(self)
+
+
+GENERATE = GenerateContent()
+EMBED = Embed()
+
+
+# -- the path ------------------------------------------------------------------------------------------
+
+
+def model_from_path(path: str) -> str | None:
+    """The model a Gemini or Vertex request path names, e.g. ``gemini-2.5-flash``.
+
+    ``/v1beta/models/gemini-2.5-flash:generateContent`` and
+    ``/v1/projects/p/locations/l/publishers/google/models/gemini-2.0-flash-001:streamGenerateContent``
+    give the name after ``models/``; a tuned model (``/v1beta/tunedModels/my-model:generateContent``)
+    gives ``tunedModels/my-model``. A Vertex endpoint (``…/endpoints/123:generateContent``) names no
+    model: None.
+    """
+    path = path.split("?", 1)[0]
+    colon = path.rfind(":")
+    if colon < 0:
+        return None
+    head = path[:colon]
+    slash = head.rfind("/")
+    name, parent = head[slash + 1 :], head[:slash]
+    if not name:
+        return None
+    if parent.endswith("/tunedModels") or parent == "tunedModels":
+        return f"tunedModels/{name}"
+    if parent.endswith("/models") or parent == "models":
+        return name
+    return None
+
+
+def request_from_path(path: str) -> RequestInfo:
+    """Model and stream flag of a Gemini request, which only its path states."""
+    return RequestInfo(model=model_from_path(path), stream=path.split("?", 1)[0].endswith(":streamGenerateContent"))
+
+
+__all__ = ["EMBED", "GENERATE", "SUFFIXES", "USAGE", "model_from_path", "request_from_path", "usage_from"]

@@ -1,0 +1,194 @@
+"""Ollama's native API: ``/api/chat``, ``/api/generate``, ``/api/embed`` and the legacy ``/api/embeddings``.
+
+Ollama's OpenAI-compatible ``/v1/…`` endpoints are the OpenAI parsers'. Reference:
+https://github.com/ollama/ollama/blob/main/docs/api.md and https://docs.ollama.com/api/usage
+
+- ``/api/chat`` and ``/api/generate`` stream by default: a request without ``"stream": false`` gets
+  newline-delimited JSON (``application/x-ndjson``), one object per line; the last has ``"done": true``
+  and the counts ``prompt_eval_count`` (input) and ``eval_count`` (output).
+- ``prompt_eval_count`` is left out when the whole prompt came from Ollama's prompt cache
+  (ollama/ollama#2068, #3427; fixed for some paths by #5371, still seen since): absent means unknown,
+  never 0. Newer servers add ``prompt_eval_cached_count``, a part of ``prompt_eval_count``
+  (``promptEvalCount() = CacheN + PromptN`` in llm/llama_server.go, cited in stdapi-ai/stdapi.ai#252).
+- ``/api/embed`` reports ``prompt_eval_count``; the legacy ``/api/embeddings`` reports nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from tokentrail.wire._base import ParsedCall, RequestInfo, StreamOutcome, UsageMap, WholeBody, loads, parsed, top_level
+
+SUFFIXES: tuple[str, ...] = ("/api/chat", "/api/generate", "/api/embed", "/api/embeddings")
+
+USAGE = UsageMap(
+    input=("prompt_eval_count",),
+    output=("eval_count",),
+    cache_read=("prompt_eval_cached_count",),
+)
+_METRICS = (
+    "prompt_eval_count",
+    "prompt_eval_cached_count",
+    "eval_count",
+    "total_duration",
+    "load_duration",
+    "prompt_eval_duration",
+    "eval_duration",
+    "done_reason",
+)
+"""What of a final object is kept as the raw usage (never the message itself)."""
+
+
+class JsonLines:
+    """Splits newline-delimited JSON into lines, whatever the chunking (shared with Cohere v1 streams)."""
+
+    __slots__ = ("_buffer",)
+
+    def __init__(self) -> None:
+        self._buffer = b""
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """The non-blank lines completed by ``chunk``, without their line ends."""
+        buffer = self._buffer + chunk if self._buffer else chunk
+        end = buffer.rfind(b"\n")
+        if end < 0:
+            self._buffer = buffer
+            return []
+        self._buffer = buffer[end + 1 :]
+        return [line for line in (raw.strip() for raw in buffer[:end].split(b"\n")) if line]
+
+    def close(self) -> bytes:
+        """What is left after the last line end (a last object the server sent without one)."""
+        rest, self._buffer = self._buffer.strip(), b""
+        return rest
+
+
+def _metrics(obj: dict[str, Any]) -> dict[str, Any]:
+    return {k: obj[k] for k in _METRICS if k in obj}
+
+
+def _final(obj: dict[str, Any] | None, *, complete: bool = True, model: Any = None) -> ParsedCall:
+    if obj is None:
+        return parsed(None, USAGE, model=model, complete=complete)
+    return parsed(_metrics(obj), USAGE, model=obj.get("model") or model, complete=complete)
+
+
+class OllamaStream:
+    """A chat or generate stream. Only the final ``done`` line (or an ``error`` line) is parsed in full."""
+
+    __slots__ = ("_error", "_final", "_lines", "_model")
+
+    def __init__(self) -> None:
+        self._lines = JsonLines()
+        self._model: Any = None
+        self._final: dict[str, Any] | None = None
+        self._error = False
+
+    def feed(self, chunk: bytes) -> None:
+        for line in self._lines.feed(chunk):
+            self._line(line)
+
+    def _line(self, line: bytes) -> None:
+        if self._model is None or b'"done":true' in line or b'"done": true' in line or b'"error"' in line:
+            obj = loads(line)
+            if not isinstance(obj, dict):
+                return
+            if self._model is None and isinstance(obj.get("model"), str):
+                self._model = obj["model"]
+            if obj.get("done") is True:
+                self._final = obj
+            elif "error" in obj:
+                # Ollama reports a failure mid-stream as {"error": "..."} and ends the body.
+                self._error = True
+
+    def finish(self, outcome: StreamOutcome) -> ParsedCall:
+        rest = self._lines.close()
+        if rest:
+            self._line(rest)
+        complete = self._final is not None and not self._error
+        return _final(self._final, complete=complete, model=self._model)
+
+
+class _Native:
+    __slots__ = ("_suffix", "api")
+
+    def __init__(self, api: str, suffix: str) -> None:
+        self.api = api
+        self._suffix = suffix
+
+    def matches(self, method: str, path: str) -> bool:
+        return path.endswith(self._suffix)
+
+
+class Generation(_Native):
+    """``/api/chat`` and ``/api/generate``."""
+
+    def parse_request(self, body: bytes) -> RequestInfo:
+        fields = top_level(body, "model", "stream") if body else {}
+        model = fields.get("model")
+        # "stream" defaults to true on these two endpoints: only an explicit false turns it off.
+        return RequestInfo(model=model if isinstance(model, str) else None, stream=fields.get("stream") is not False)
+
+    def parse(self, body: bytes) -> ParsedCall:
+        obj = loads(body)
+        if isinstance(obj, dict):
+            # A single object: "stream": false, or a one-line stream.
+            return _final(
+                obj if obj.get("done") is True else None,
+                complete=obj.get("done") is True or "error" in obj,
+                model=obj.get("model"),
+            )
+        if body.lstrip()[:1] != b"{":  # empty, an HTML error page…
+            return ParsedCall()
+        # Not one JSON value: a whole NDJSON stream handed over at once.
+        stream = self.stream()
+        stream.feed(body)
+        return stream.finish(StreamOutcome.COMPLETE)
+
+    def stream(self) -> OllamaStream:
+        return OllamaStream()
+
+
+class Embed(_Native):
+    """``/api/embed``: ``prompt_eval_count`` is the input; an embedding generates nothing (output 0)."""
+
+    def parse_request(self, body: bytes) -> RequestInfo:
+        model = top_level(body, "model").get("model") if body else None
+        return RequestInfo(model=model if isinstance(model, str) else None)
+
+    def parse(self, body: bytes) -> ParsedCall:
+        # "embeddings" itself is never decoded: it is megabytes of floats.
+        fields = top_level(body, "model", "prompt_eval_count", "total_duration", "load_duration")
+        if "prompt_eval_count" not in fields and b'"embeddings"' not in body:
+            return ParsedCall(model=fields.get("model") if isinstance(fields.get("model"), str) else None)
+        raw = _metrics(fields)
+        result = parsed({**raw, "eval_count": 0}, USAGE, model=fields.get("model"))
+        return replace(result, raw_usage=raw)
+
+    def stream(self) -> WholeBody:
+        return WholeBody(self)
+
+
+class LegacyEmbeddings(_Native):
+    """``/api/embeddings`` (deprecated): ``{"embedding": [...]}`` and no counts at all."""
+
+    def parse_request(self, body: bytes) -> RequestInfo:
+        model = top_level(body, "model").get("model") if body else None
+        return RequestInfo(model=model if isinstance(model, str) else None)
+
+    def parse(self, body: bytes) -> ParsedCall:
+        return ParsedCall()
+
+    def stream(self) -> WholeBody:
+        return WholeBody(self)
+
+
+CHAT = Generation("ollama.chat", "/api/chat")
+GENERATE = Generation("ollama.generate", "/api/generate")
+EMBED = Embed("ollama.embed", "/api/embed")
+EMBEDDINGS = LegacyEmbeddings("ollama.embeddings", "/api/embeddings")
+
+PARSERS = (CHAT, GENERATE, EMBED, EMBEDDINGS)
+
+__all__ = ["CHAT", "EMBED", "EMBEDDINGS", "GENERATE", "PARSERS", "SUFFIXES", "USAGE", "JsonLines", "OllamaStream"]
