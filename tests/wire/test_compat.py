@@ -676,7 +676,7 @@ _CASES: dict[str, tuple[Any, str | None, str]] = {
 }
 _STREAM_PARSERS: dict[Any, Any] = {WATSONX_GENERATION: WATSONX_GENERATION_STREAM, TGI_GENERATE: TGI_GENERATE_STREAM}
 
-KNOWN_BUGS = {"groq_stream": "needs openai_chat.ChatStream to read Groq's x_groq.usage (openai_compat.stream_usage)"}
+KNOWN_BUGS: dict[str, str] = {}
 
 
 def normalized(result: ParsedCall) -> dict[str, Any]:
