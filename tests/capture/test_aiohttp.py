@@ -338,7 +338,6 @@ def test_uninstall_leaves_a_later_wrapper_in_place(hooked: Path, monkeypatch: py
     assert not hasattr(aiohttp.ClientResponse.start, capture._SENTINEL)
 
 
-@pytest.mark.xfail(reason="httpx.py must run its original send under _guard.suppress() (see report)", strict=True)
 def test_httpx_over_aiohttp_is_recorded_once(hooked: Path, sim: Simulator) -> None:
     """openai's DefaultAioHttpClient and litellm send httpx requests through an aiohttp transport."""
     import httpx

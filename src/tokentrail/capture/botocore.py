@@ -13,7 +13,6 @@ with requests: botocore's ``EventStream`` reads ``raw.stream()`` and gets every 
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -52,7 +51,7 @@ def _hooked_send(original: Callable[..., Any]) -> Callable[..., Any]:
 
 def install() -> list[str]:
     """Hook ``botocore.endpoint.Endpoint._send`` if botocore is importable. Idempotent."""
-    if importlib.util.find_spec(_LIBRARY) is None:
+    if _LIBRARY not in sys.modules:  # hooked when imported (see capture.install)
         return []
     from botocore.endpoint import Endpoint
 

@@ -8,14 +8,12 @@ openai 2.x and most other libraries through httpx.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import sys
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-from tokentrail._guard import guard, suppressed
+from tokentrail._guard import guard, suppress, suppressed
 from tokentrail.capture import _exchange
 from tokentrail.capture.streams import stream_classes
 
@@ -52,7 +50,10 @@ def _sync_send(original: Callable[..., Any], module: ModuleType) -> Callable[...
         if exchange is None:
             return original(self, request, stream=stream, **kwargs)
         try:
-            response = original(self, request, stream=stream, **kwargs)
+            # Suppressed below us: an httpx transport built on aiohttp or requests must not record the
+            # same attempt a second time.
+            with suppress():
+                response = original(self, request, stream=stream, **kwargs)
         except BaseException as exc:
             with guard("capture.failed"):
                 exchange.failed(exc)
@@ -78,7 +79,8 @@ def _async_send(original: Callable[..., Any], module: ModuleType) -> Callable[..
         if exchange is None:
             return await original(self, request, stream=stream, **kwargs)
         try:
-            response = await original(self, request, stream=stream, **kwargs)
+            with suppress():
+                response = await original(self, request, stream=stream, **kwargs)
         except BaseException as exc:
             with guard("capture.failed"):
                 exchange.failed(exc)
@@ -92,12 +94,12 @@ def _async_send(original: Callable[..., Any], module: ModuleType) -> Callable[..
 
 
 def install() -> list[str]:
-    """Hook every importable module of `MODULES`; returns the names hooked. Idempotent."""
+    """Hook every module of `MODULES` that is imported; returns the names hooked. Idempotent."""
     hooked = []
     for name in MODULES:
-        if importlib.util.find_spec(name) is None:
+        module = sys.modules.get(name)
+        if module is None:
             continue
-        module = importlib.import_module(name)
         for cls, factory in ((module.Client, _sync_send), (module.AsyncClient, _async_send)):
             current = cls.send
             if not hasattr(current, _SENTINEL):

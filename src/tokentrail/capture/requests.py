@@ -13,7 +13,6 @@ botocore reads its urllib3 responses the same way and shares `ObservedRaw`.
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import sys
 import time
@@ -42,6 +41,13 @@ def split_url(url: str) -> tuple[str, str]:
         parts = urlsplit(url)
         return parts.hostname or "", parts.path
     return (match[1] or match[2]).lower(), match[3]
+
+
+def swallow(site: str, error: Exception) -> None:
+    """What ``guard(site)`` does with ``error`` (count, warn once; re-raise in strict mode), paid for
+    only when something failed: a ``with guard()`` costs ~2 µs, too much once per chunk."""
+    with guard(site):
+        raise error
 
 
 def body_bytes(body: Any) -> bytes | None:
@@ -101,7 +107,7 @@ class Proxy(_Observer):
 
     def _got(self, data: Any, done: bool) -> None:
         """``data`` was handed to the caller; ``done`` when it was the end of the body.
-        Callers run it under ``guard("stream.chunk")``, after the bytes are already theirs."""
+        Callers hand its errors to `swallow`: the bytes are already the caller's."""
         exchange = self._exchange
         if data and exchange is not None:
             if self._first:
@@ -125,8 +131,10 @@ def _read(proxy: ObservedRaw, method: Callable[..., Any]) -> Callable[..., Any]:
         except Exception as exc:
             proxy._finish(StreamOutcome.BROKEN, exc)
             raise
-        with guard("stream.chunk"):
+        try:
             proxy._got(data, amt is None or amt < 0 or (not data and amt != 0))
+        except Exception as exc:
+            swallow("stream.chunk", exc)
         return data
 
     return read
@@ -139,8 +147,10 @@ def _read1(proxy: ObservedRaw, method: Callable[..., Any]) -> Callable[..., Any]
         except Exception as exc:
             proxy._finish(StreamOutcome.BROKEN, exc)
             raise
-        with guard("stream.chunk"):
+        try:
             proxy._got(data, data is not None and not data and amt != 0)
+        except Exception as exc:
+            swallow("stream.chunk", exc)
         return data
 
     return read1
@@ -153,8 +163,10 @@ def _readinto(proxy: ObservedRaw, method: Callable[..., Any]) -> Callable[..., A
         except Exception as exc:
             proxy._finish(StreamOutcome.BROKEN, exc)
             raise
-        with guard("stream.chunk"):
+        try:
             proxy._got(bytes(memoryview(buffer)[:count]) if count else b"", count == 0 and len(buffer) > 0)
+        except Exception as exc:
+            swallow("stream.chunk", exc)
         return count
 
     return readinto
@@ -167,8 +179,10 @@ def _readline(proxy: ObservedRaw, method: Callable[..., Any]) -> Callable[..., A
         except Exception as exc:
             proxy._finish(StreamOutcome.BROKEN, exc)
             raise
-        with guard("stream.chunk"):
+        try:
             proxy._got(line, not line and size != 0)
+        except Exception as exc:
+            swallow("stream.chunk", exc)
         return line
 
     return readline
@@ -181,8 +195,10 @@ def _readlines(proxy: ObservedRaw, method: Callable[..., Any]) -> Callable[..., 
         except Exception as exc:
             proxy._finish(StreamOutcome.BROKEN, exc)
             raise
-        with guard("stream.chunk"):
+        try:
             proxy._got(b"".join(lines), hint is None or hint <= 0 or not lines)
+        except Exception as exc:
+            swallow("stream.chunk", exc)
         return lines
 
     return readlines
@@ -242,8 +258,10 @@ class ObservedRaw(Proxy):
         except Exception as exc:
             self._finish(StreamOutcome.BROKEN, exc)
             raise
-        with guard("stream.chunk"):
+        try:
             self._got(data, True)
+        except Exception as exc:
+            swallow("stream.chunk", exc)
         return data
 
     def _iterate(self, chunks: Iterable[bytes] | None) -> Iterator[bytes]:
@@ -251,8 +269,10 @@ class ObservedRaw(Proxy):
         error: BaseException | None = None
         try:
             for chunk in chunks or ():
-                with guard("stream.chunk"):
+                try:
                     self._got(chunk, False)
+                except Exception as exc:
+                    swallow("stream.chunk", exc)
                 yield chunk
             outcome = StreamOutcome.COMPLETE
         except Exception as exc:
@@ -331,7 +351,7 @@ def _hooked_send(original: Callable[..., Any]) -> Callable[..., Any]:
 
 def install() -> list[str]:
     """Hook ``requests.Session.send`` if requests is importable; returns the names hooked. Idempotent."""
-    if importlib.util.find_spec(_LIBRARY) is None:
+    if _LIBRARY not in sys.modules:  # hooked when imported (see capture.install)
         return []
     import requests
 

@@ -9,11 +9,10 @@ Spec: https://html.spec.whatwg.org/multipage/server-sent-events.html#event-strea
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True, slots=True)
-class SseEvent:
+class SseEvent(NamedTuple):
     event: str
     """The event name; ``"message"`` when the stream names none."""
     data: bytes
@@ -42,6 +41,10 @@ class SseDecoder:
             return
         self._buffer = buffer[end + 2 :]
         for block in buffer[:end].split(b"\n\n"):
+            # The common case, one "data: …" line, without the general parse (it runs per chunk).
+            if block.startswith(b"data: ") and b"\n" not in block:
+                yield SseEvent("message", block[6:])
+                continue
             event = _parse_block(block)
             if event is not None:
                 yield event
