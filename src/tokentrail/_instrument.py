@@ -13,6 +13,12 @@ from tokentrail.sinks import pipeline
 
 _lock = threading.Lock()
 _db: Path | None = None
+_saved_env: dict[str, str | None] = {}
+
+
+def ledger_path() -> Path | None:
+    """The ledger capture writes to, or ``None`` when capture is off."""
+    return _db
 
 
 class Instrumentation:
@@ -31,7 +37,7 @@ class Instrumentation:
         return f"<tokentrail instrumentation db={str(self.db)!r}>"
 
 
-def instrument(db: str | os.PathLike[str] | None = None) -> Instrumentation:
+def instrument(db: str | os.PathLike[str] | None = None, *, children: bool = True) -> Instrumentation:
     """Record every LLM HTTP call this process makes, from now on, into the ledger ``db``.
 
     Hooks ``httpx`` and ``httpx2`` clients (sync and async, clients created earlier included) and
@@ -41,6 +47,10 @@ def instrument(db: str | os.PathLike[str] | None = None) -> Instrumentation:
 
     Args:
         db: the SQLite ledger; default ``$TOKENTRAIL_DB``, else ``./tokentrail.db``.
+        children: also capture in Python child processes (``multiprocessing`` spawn and forkserver
+            workers, ``subprocess``): sets ``TOKENTRAIL_AUTO``, ``TOKENTRAIL_DB`` and ``PYTHONPATH``
+            in this process's environment, as ``tokentrail run`` does. Forked children always
+            inherit capture.
 
     Raises:
         StoreError: the ledger cannot be opened or created (checked here, before any call is made).
@@ -67,6 +77,12 @@ def instrument(db: str | os.PathLike[str] | None = None) -> Instrumentation:
         capture.install()
         propagate.install()
         _flush_on_sigterm()
+        if children:
+            from tokentrail.cli.run import environment
+
+            for key, value in environment(str(path), None).items():
+                _saved_env.setdefault(key, os.environ.get(key))
+                os.environ[key] = value
     return Instrumentation(path)
 
 
@@ -82,6 +98,12 @@ def uninstrument() -> None:
             with guard("sink.close"):
                 sink.close()
         _db = None
+        for key, value in _saved_env.items():  # children started from now on are not captured
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        _saved_env.clear()
 
 
 def flush() -> None:

@@ -126,9 +126,9 @@ def _new_scope(kind: ScopeKind, name: str, parent: Scope | None, tags: dict[str,
     return scope
 
 
-def rebuild(sid: str, kind: ScopeKind, name: str, parent: Scope | None) -> Scope:
+def rebuild(sid: str, kind: ScopeKind, name: str, parent: Scope | None, tags: dict[str, str] | None = None) -> Scope:
     """A scope of another process (a parent passing its scope down), with its original id."""
-    return _new_scope(kind, name, parent, {}, sid=sid)
+    return _new_scope(kind, name, parent, tags or {}, sid=sid)
 
 
 _current: contextvars.ContextVar[Scope | None] = contextvars.ContextVar("tokentrail_scope", default=None)
@@ -306,6 +306,25 @@ class ScopeHandle:
         with _totals_lock:
             t = self.scope._totals
             return None if t.calls_without_cost == t.sums[0] and t.sums[0] else t.cost
+
+    def stored_usage(self) -> UsageTotals:
+        """Totals of the scope and its children from the ledger, child processes included.
+
+        Flushes this process first; other processes' records count once they have written them
+        (workers flush when they end). Raises `RuntimeError` when capture is off.
+        """
+        from tokentrail import _instrument, report
+        from tokentrail.sinks.sqlite import connect
+
+        path = _instrument.ledger_path()
+        if path is None:
+            raise RuntimeError("stored_usage() reads the ledger: call tokentrail.instrument() first")
+        _instrument.flush()
+        db = connect(path, readonly=True)
+        try:
+            return report.subtree_totals(db, self.scope.id_path)
+        finally:
+            db.close()
 
     def summary(self) -> dict[str, Any]:
         """A JSON-ready summary for trial logs: totals, cost, calls by model and per-agent totals.

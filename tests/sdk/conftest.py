@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import importlib.util
 import json
 import os
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import recorded
+from tokentrail import capture
 from tokentrail.capture import _exchange
 
 FEATURES = ("non-stream", "stream", "cache", "reasoning", "tool use")
@@ -36,8 +38,8 @@ ROOT = Path(__file__).resolve().parents[2]
 SUPPORT_JSON = ROOT / "docs" / "support.json"
 WRITE_ENV = "TOKENTRAIL_WRITE_SUPPORT"
 
-# Capture for these libraries is being finished in src/tokentrail/capture/; until `instrument()` hooks
-# them itself, the SDK tests hook them here (idempotent: a no-op once `instrument()` does it).
+# Capture for these libraries is being finished in src/tokentrail/capture/: where `instrument()` does not
+# hook one yet, the SDK tests hook it themselves (a no-op once `instrument()` does).
 EXTRA_CAPTURE = ("aiohttp", "requests", "botocore")
 
 # Warnings that are the SDKs' own, not ours (filterwarnings = error): narrow, and only for tests/sdk.
@@ -101,14 +103,16 @@ def db(db: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
         return exchange
 
     monkeypatch.setattr(_exchange, "start", noting_start)
+    present = [name for name in EXTRA_CAPTURE if importlib.util.find_spec(name) is not None]
+    for name in present:
+        importlib.import_module(name)  # imported first, so instrument() would hook it right now
     hooked = []
-    for name in EXTRA_CAPTURE:
-        try:
+    already = set(capture.install())  # idempotent: what instrument() hooks
+    for name in present:
+        if name not in already:
             module = importlib.import_module(f"tokentrail.capture.{name}")
-        except ImportError:
-            continue
-        if module.install():
-            hooked.append(module)
+            if module.install():
+                hooked.append(module)
     try:
         yield db
     finally:

@@ -13,7 +13,9 @@ def _start() -> None:
         return
     try:
         import tokentrail
-
+    except ImportError:  # a Python of another environment, started by an instrumented program
+        return
+    try:
         tokentrail.instrument()
     except Exception as exc:  # never stop the user's program
         print(f"tokentrail: capture is off in this process: {exc!r}", file=sys.stderr)

@@ -28,10 +28,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def environment(db: str | None, run: str | None, agent: str | None = None) -> dict[str, str]:
     """The environment variables that turn capture on in every Python process that inherits them."""
     bootstrap = str(Path(__file__).resolve().parent.parent / "_bootstrap")
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != bootstrap]
     env = {
         "TOKENTRAIL_AUTO": "1",
         "TOKENTRAIL_DB": str(config.db_path(db).resolve()),
-        "PYTHONPATH": os.pathsep.join(p for p in (bootstrap, os.environ.get("PYTHONPATH", "")) if p),
+        "PYTHONPATH": os.pathsep.join([bootstrap, *paths]),
     }
     if run:
         env["TOKENTRAIL_RUN"] = run

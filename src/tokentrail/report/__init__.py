@@ -15,6 +15,7 @@ from typing import Any
 
 from tokentrail.errors import ConfigError
 from tokentrail.sinks.sqlite import PICO
+from tokentrail.usage import UsageTotals
 
 DIMENSIONS: dict[str, str] = {
     "run": "run",
@@ -132,6 +133,16 @@ def totals(db: sqlite3.Connection, filters: Filters = Filters()) -> dict[str, An
     """The measures over every call the filters cover."""
     rows = summarize(db, [], filters)
     return rows[0] if rows else {name: None if name == "cost_usd" else 0 for name, _ in MEASURES}
+
+
+def subtree_totals(db: sqlite3.Connection, id_path: str) -> UsageTotals:
+    """Totals of every call under the scope with materialized path ``id_path`` (one indexed query)."""
+    row = db.execute(
+        f"SELECT {', '.join(f'{expr} AS {name}' for name, expr in MEASURES)} FROM calls"
+        " WHERE scope_id_path = ? OR scope_id_path LIKE ? ESCAPE '!'",
+        (id_path, id_path.replace("!", "!!").replace("%", "!%").replace("_", "!_") + "/%"),
+    ).fetchone()
+    return UsageTotals.from_dict(dict(row) if row["calls"] else {})
 
 
 def dropped(db: sqlite3.Connection) -> int:
