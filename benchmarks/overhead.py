@@ -14,7 +14,7 @@ The method is /work/shared/BENCHMARKING.md's (see docs/performance.md):
 - after the run the ledger is opened and every call made while on must be there, with the tokens the
   mock reported. The script exits 1 when it is not.
 
-    python benchmarks/overhead.py              # the full run (~5 min on 2 cores)
+    python benchmarks/overhead.py              # the full run (~4 min on 2 cores)
     python benchmarks/overhead.py --quick      # a smoke test (< 60 s)
     python benchmarks/overhead.py --rows 1,2,5 --pairs 40 --json
 """

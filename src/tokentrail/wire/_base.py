@@ -6,6 +6,7 @@ import functools
 import json
 from dataclasses import dataclass, field
 from enum import StrEnum
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from tokentrail.records import Flag
@@ -45,6 +46,9 @@ class ParsedCall:
     response_id: str | None = None
     complete: bool = True
     """False when a stream ended before its final event."""
+    output_text: Callable[[], str | None] | None = field(default=None, compare=False, repr=False)
+    """Returns the generated text (content, tool-call names and arguments), decoded only when asked:
+    the pipeline counts it when the provider reported no output usage."""
 
 
 class StreamParser(Protocol):
@@ -238,6 +242,7 @@ def parsed(
     response_id: Any = None,
     complete: bool = True,
     extra_flags: set[str] | None = None,
+    output_text: Callable[[], str | None] | None = None,
 ) -> ParsedCall:
     """Build a `ParsedCall` from a raw usage object found in a body or stream."""
     usage, provenance, flags = read_usage(raw_usage, spec)
@@ -258,6 +263,7 @@ def parsed(
         flags=frozenset(flags),
         response_id=response_id if isinstance(response_id, str) else None,
         complete=complete,
+        output_text=output_text if usage.output_tokens is None or not complete else None,
     )
 
 

@@ -16,6 +16,7 @@ Stream quirks:
 from __future__ import annotations
 
 from dataclasses import replace
+from collections.abc import Callable
 from typing import Any
 
 from tokentrail.wire._base import (
@@ -73,12 +74,44 @@ def refine(result: ParsedCall, provider: str) -> ParsedCall:
     return openai_compat.refine(result, provider, None)
 
 
-class ChatStream:
-    """Parses a chat.completion.chunk stream as it passes."""
+def message_text(message: Any) -> str:
+    """The text a chat message (or a stream delta) generated: content, refusal, tool-call names and
+    arguments, legacy ``text``."""
+    if type(message) is not dict:
+        return ""
+    parts = [message.get("content"), message.get("refusal"), message.get("text")]
+    for call in message.get("tool_calls") or ():
+        function = call.get("function") if type(call) is dict else None
+        if type(function) is dict:
+            parts += [function.get("name"), function.get("arguments")]
+    return "".join(p for p in parts if type(p) is str)
 
-    __slots__ = ("_sse", "_model", "_id", "_usage", "_done", "_finished", "_error")
+
+def _choices_text(obj: Any) -> str:
+    if type(obj) is not dict:
+        return ""
+    out = []
+    for choice in obj.get("choices") or ():
+        if type(choice) is dict:
+            out.append(message_text(choice.get("message") or choice.get("delta") or choice))
+    return "".join(out)
+
+
+def _body_text(body: bytes) -> Callable[[], str | None]:
+    return lambda: _choices_text(loads(body))
+
+
+class ChatStream:
+    """Parses a chat.completion.chunk stream as it passes.
+
+    Every event's data is kept by reference (no copy, no parse) so that the output text can be
+    decoded later, off the caller's thread, if the stream carried no usage.
+    """
+
+    __slots__ = ("_sse", "_model", "_id", "_usage", "_done", "_finished", "_error", "_events")
 
     def __init__(self) -> None:
+        self._events: list[bytes] = []
         self._sse = SseDecoder()
         self._model: object = None
         self._id: object = None
@@ -93,6 +126,7 @@ class ChatStream:
             if data == b"[DONE]":
                 self._done = True
                 continue
+            self._events.append(data)
             # Azure's first chunk carries prompt_filter_results with "model": "" and "id": "", so
             # the model is taken from the first chunk that names one.
             if not self._model or has_object(data, b'"usage"') or b'"error"' in data:
@@ -111,7 +145,10 @@ class ChatStream:
 
     def finish(self, outcome: StreamOutcome) -> ParsedCall:
         complete = self._done or (outcome is StreamOutcome.COMPLETE and self._finished and not self._error)
-        return parsed(self._usage, USAGE, model=self._model, response_id=self._id, complete=complete)
+        events = self._events
+        self._events = []
+        return parsed(self._usage, USAGE, model=self._model, response_id=self._id, complete=complete,
+                      output_text=lambda: "".join(_choices_text(loads(e)) for e in events))  # fmt: skip
 
 
 class ChatCompletions:
@@ -129,7 +166,8 @@ class ChatCompletions:
 
     def parse(self, body: bytes) -> ParsedCall:
         fields = top_level(body, "usage", "model", "id")
-        return parsed(fields.get("usage"), USAGE, model=fields.get("model"), response_id=fields.get("id"))
+        return parsed(fields.get("usage"), USAGE, model=fields.get("model"), response_id=fields.get("id"),
+                      output_text=_body_text(body))  # fmt: skip
 
     def stream(self) -> ChatStream:
         return ChatStream()

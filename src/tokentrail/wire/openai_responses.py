@@ -8,6 +8,8 @@ object (https://platform.openai.com/docs/api-reference/responses-streaming).
 
 from __future__ import annotations
 
+from typing import Any
+
 from tokentrail.wire._base import ParsedCall, RequestInfo, StreamOutcome, UsageMap, loads, parsed, request_info, top_level
 from tokentrail.wire.sse import SseDecoder
 
@@ -23,10 +25,27 @@ _TERMINAL = frozenset({"response.completed", "response.incomplete", "response.fa
 _FIRST = frozenset({"response.created", "response.in_progress"})
 
 
+def output_text(response: Any) -> str:
+    """The text a Response generated: output_text parts, refusals, function-call names and arguments."""
+    if type(response) is not dict:
+        return ""
+    out = []
+    for item in response.get("output") or ():
+        if type(item) is not dict:
+            continue
+        if item.get("type") == "function_call":
+            out += [item.get("name") or "", item.get("arguments") or ""]
+        for part in item.get("content") or ():
+            if type(part) is dict:
+                out.append(part.get("text") or part.get("refusal") or "")
+    return "".join(p for p in out if type(p) is str)
+
+
 class ResponsesStream:
-    __slots__ = ("_sse", "_model", "_id", "_usage", "_done")
+    __slots__ = ("_sse", "_model", "_id", "_usage", "_done", "_deltas")
 
     def __init__(self) -> None:
+        self._deltas: list[bytes] = []
         self._sse = SseDecoder()
         self._model: object = None
         self._id: object = None
@@ -36,6 +55,9 @@ class ResponsesStream:
     def feed(self, chunk: bytes) -> None:
         for event in self._sse.feed(chunk):
             name = event.event
+            if name.endswith(".delta"):  # output_text, refusal and function_call_arguments deltas
+                self._deltas.append(event.data)
+                continue
             if name in _TERMINAL or (self._model is None and name in _FIRST):
                 obj = loads(event.data)
                 response = obj.get("response") if isinstance(obj, dict) else None
@@ -48,7 +70,14 @@ class ResponsesStream:
                     self._usage = response.get("usage")
 
     def finish(self, outcome: StreamOutcome) -> ParsedCall:
-        return parsed(self._usage, USAGE, model=self._model, response_id=self._id, complete=self._done)
+        deltas, self._deltas = self._deltas, []
+
+        def text() -> str:
+            pieces = (loads(d) for d in deltas)
+            return "".join(p["delta"] for p in pieces if type(p) is dict and type(p.get("delta")) is str)
+
+        return parsed(self._usage, USAGE, model=self._model, response_id=self._id, complete=self._done,
+                      output_text=text)  # fmt: skip
 
 
 class Responses:
@@ -62,7 +91,8 @@ class Responses:
 
     def parse(self, body: bytes) -> ParsedCall:
         fields = top_level(body, "usage", "model", "id")
-        return parsed(fields.get("usage"), USAGE, model=fields.get("model"), response_id=fields.get("id"))
+        return parsed(fields.get("usage"), USAGE, model=fields.get("model"), response_id=fields.get("id"),
+                      output_text=lambda: output_text(loads(body)))  # fmt: skip
 
     def stream(self) -> ResponsesStream:
         return ResponsesStream()
