@@ -54,6 +54,16 @@ class guard:  # noqa: N801 - used as a function: `with guard("site"):`
         return not _strict()
 
 
+def failed(site: str, exc: Exception) -> None:
+    """`guard`'s handling, for hot paths that use a bare ``try``/``except Exception``: count and
+    warn, and re-raise in strict mode. ``BudgetExceeded`` always propagates."""
+    if isinstance(exc, BudgetExceeded):
+        raise exc
+    report(site, exc)
+    if _strict():
+        raise exc
+
+
 def report(site: str, exc: BaseException) -> None:
     """Count an internal error and warn once per site."""
     with _lock:

@@ -278,8 +278,8 @@ def test_converse_stream_passes_every_byte_to_the_event_parser(
         "messageStart", "contentBlockDelta", "contentBlockDelta", "contentBlockStop", "messageStop", "metadata",
     ]  # fmt: skip
     assert events[-1]["metadata"]["usage"] == USAGE
+    [call] = recorded(hooked)  # streams are parsed by the pipeline, after they end
     assert stub.bodies == server.sent == [b"".join(CONVERSE_EVENTS)]
-    [call] = recorded(hooked)
     assert (call["input_tokens"], call["output_tokens"], call["status"]) == (12, 5, "ok")
     assert call["first_token_ms"] is not None
     capture.uninstall()
@@ -299,8 +299,8 @@ def test_invoke_model_with_response_stream(hooked: Path, client: Any, server: _S
     reply = client.invoke_model_with_response_stream(modelId=MODEL, body=b'{"prompt": "hi"}')
     chunks = [json.loads(e["chunk"]["bytes"]) for e in reply["body"]]
     assert chunks[-1] == {"usage": USAGE}
-    assert stub.bodies == server.sent
     [call] = recorded(hooked)
+    assert stub.bodies == server.sent
     assert (call["input_tokens"], call["output_tokens"], call["status"]) == (12, 5, "ok")
 
 

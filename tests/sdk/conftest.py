@@ -48,8 +48,8 @@ SDK_WARNINGS = (
     "ignore:Inheritance class AiohttpClientSession:DeprecationWarning",
     # pydantic warns that litellm's TypedDicts use ReadOnly (litellm/types/utils.py), on litellm's first calls.
     "ignore:Items? '.*' on TypedDict class '.*' (is|are) using the `ReadOnly` qualifier:UserWarning",
-    # litellm's stream handler reads model_computed_fields off an instance (pydantic >= 2.11 deprecates it).
-    "ignore:Accessing the 'model_computed_fields' attribute on the instance is deprecated:DeprecationWarning",
+    # litellm's stream handler reads model_fields and model_computed_fields off an instance (pydantic >= 2.11 deprecates it).
+    "ignore:Accessing the 'model_(computed_)?fields' attribute on the instance is deprecated:DeprecationWarning",
 )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -139,7 +140,12 @@ def test_anthropic_shaped_stream(db: Path, sim: Simulator) -> None:
         assert chunks[-1].choices[0].finish_reason == "stop"
 
     consume()
-    gc.collect()  # litellm leaves the response open: its record is made when it is collected
+    # litellm leaves the response open: its record is made when the response is collected, which
+    # litellm's logging may delay a little. Wait for it here, so it never lands in a later test's ledger.
+    deadline = time.monotonic() + 5
+    while not recorded(db) and time.monotonic() < deadline:
+        gc.collect()
+        time.sleep(0.05)
     [call] = one_record_per_attempt(db, mark)
     assert tokens(call) == anthropic_usage(sim.served[-1])
     assert shape(call) == ("anthropic.messages", "ok", 1, True, "reported") and call["flags"] == []

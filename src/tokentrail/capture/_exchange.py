@@ -41,6 +41,7 @@ class Exchange:
         "outcome",
         "error",
         "streamed",
+        "stream_parser",
     )
 
     def __init__(
@@ -70,6 +71,7 @@ class Exchange:
         self.outcome: StreamOutcome | None = None
         self.error: BaseException | None = None
         self.streamed = False
+        self.stream_parser: StreamParser | None = None
 
     # -- endings -----------------------------------------------------------------------------------
     def body_read(self, status_code: int, headers: Any, body: bytes) -> None:
@@ -85,22 +87,76 @@ class Exchange:
         pipeline.submit(self)
 
     def stream_started(self, status_code: int, headers: Any) -> StreamParser:
-        """The response is being streamed; returns the parser to feed with its chunks."""
+        """The response is being streamed; returns what to feed its chunks to (cheaply: see `Deferred`)."""
         self.status_code, self.response_headers = status_code, headers
         self.streamed = True
-        content_type = headers.get("content-type", "") if headers is not None else ""
-        # A plain JSON body read through a streaming response is parsed whole at the end; every other
-        # type (SSE, AWS event stream, NDJSON, Cohere's stream+json) is the family's stream format.
-        if content_type.partition(";")[0].strip().lower() == "application/json":
-            return WholeBody(self.parser)
-        return self.parser.stream()
+        return Deferred(self.parser, headers)
 
     def stream_finished(self, parser: StreamParser, outcome: StreamOutcome, error: BaseException | None) -> None:
-        """The streamed body ended (read to the end, closed, broken or abandoned)."""
+        """The streamed body ended (read to the end, closed, broken or abandoned). The parsing left
+        to do happens in the pipeline, off the caller's thread."""
         self.t_end = time.perf_counter_ns()
         self.outcome, self.error = outcome, error
-        self.result = parser.finish(outcome)
+        self.stream_parser = parser
         pipeline.submit(self)
+
+    def finish_stream(self) -> ParsedCall:
+        """Parse what the stream carried (called by the pipeline)."""
+        parser = self.stream_parser
+        if parser is None or self.outcome is None:
+            return ParsedCall(complete=False)
+        return parser.finish(self.outcome)
+
+
+class Deferred:
+    """A stream's chunks, kept by reference and parsed after the stream ends, off the caller's thread.
+
+    Per chunk the caller pays one list append. Past `LIMIT` bytes (a long or endless stream) the
+    chunks kept so far go to the family's incremental parser and every later chunk is parsed as it
+    passes, so memory stays bounded whatever the stream's length.
+    """
+
+    __slots__ = ("_chunks", "_headers", "_parser", "_size", "_wire")
+
+    LIMIT = 1 << 20
+
+    def __init__(self, wire: WireParser, headers: Any) -> None:
+        self._wire = wire
+        self._headers = headers
+        self._parser: StreamParser | None = None
+        self._chunks: list[bytes] | None = []
+        self._size = 0
+
+    def feed(self, chunk: bytes) -> None:
+        chunks = self._chunks
+        if chunks is None:
+            self._incremental().feed(chunk)
+            return
+        chunks.append(chunk)
+        self._size += len(chunk)
+        if self._size > self.LIMIT:
+            self._drain()
+
+    def _incremental(self) -> StreamParser:
+        if self._parser is None:
+            content_type = self._headers.get("content-type", "") if self._headers is not None else ""
+            # A plain JSON body read through a streaming response is parsed whole at the end; every
+            # other type (SSE, AWS event stream, NDJSON, Cohere's stream+json) is the family's stream.
+            if content_type.partition(";")[0].strip().lower() == "application/json":
+                self._parser = WholeBody(self._wire)
+            else:
+                self._parser = self._wire.stream()
+        return self._parser
+
+    def _drain(self) -> None:
+        parser, chunks = self._incremental(), self._chunks or []
+        self._chunks = None
+        for chunk in chunks:
+            parser.feed(chunk)
+
+    def finish(self, outcome: StreamOutcome) -> ParsedCall:
+        self._drain()
+        return self._incremental().finish(outcome)
 
 
 def start(method: str, host: str, path: str, headers: Any, body: bytes | None, library: str) -> Exchange | None:

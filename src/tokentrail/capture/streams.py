@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from tokentrail._guard import guard
+from tokentrail._guard import failed, guard
 from tokentrail.wire._base import StreamOutcome, StreamParser
 
 if TYPE_CHECKING:
@@ -35,8 +35,10 @@ class _Observer:
             self._first = False
             if self._exchange is not None:
                 self._exchange.t_first = time.perf_counter_ns()
-        with guard("stream.chunk"):
+        try:  # a bare try: guard() would cost more than the feed itself, once per chunk
             self._parser.feed(chunk)
+        except Exception as exc:
+            failed("stream.chunk", exc)
 
     def _finish(self, outcome: StreamOutcome, error: BaseException | None = None) -> None:
         exchange, self._exchange = self._exchange, None

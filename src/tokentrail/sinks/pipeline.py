@@ -180,7 +180,7 @@ def build(exchange: Exchange) -> CallRecord:
     error = type(exchange.error).__name__ if exchange.error is not None else None
 
     if exchange.streamed:
-        result = exchange.result or ParsedCall(complete=False)
+        result = exchange.finish_stream()
     elif exchange.body is not None:
         result = parser.parse(exchange.body) if status_code is not None and status_code < 400 else ParsedCall()
     else:
