@@ -180,23 +180,32 @@ def _notify(event: str, scope: Scope) -> None:
 
 def add_call(scope: Scope, usage: Usage, provenance: Provenance, model: str | None) -> None:
     """Add one finished call to the live totals of ``scope`` and its ancestors."""
-    one = UsageTotals.of(usage, provenance)
-    delta = [getattr(one, k) for k in _TOTAL_KEYS]
+    delta = _delta(usage, provenance)
     agent = scope.agent
     with _totals_lock:
         node: Scope | None = scope
         while node is not None:
             totals = node._totals
-            totals.sums = [a + b for a, b in zip(totals.sums, delta)]
+            _add(totals.sums, delta)
             totals.last = usage
             if totals.by_model is not None and totals.by_agent is not None:
-                key = model or "unknown"
-                totals.by_model[key] = [a + b for a, b in zip(totals.by_model.get(key, [0] * len(delta)), delta)]
+                _add(totals.by_model.setdefault(model or "unknown", [0] * len(delta)), delta)
                 if agent is not None:
-                    totals.by_agent[agent] = [
-                        a + b for a, b in zip(totals.by_agent.get(agent, [0] * len(delta)), delta)
-                    ]
+                    _add(totals.by_agent.setdefault(agent, [0] * len(delta)), delta)
             node = node.parent
+
+
+def _delta(usage: Usage, provenance: Provenance) -> list[int]:
+    """One call as a row of `_TOTAL_KEYS` (the rules of `UsageTotals.of`, without building one)."""
+    one = UsageTotals.of(usage, provenance)
+    return [one.calls, one.input_tokens, one.output_tokens, one.cache_read_tokens, one.cache_write_tokens,
+            one.reasoning_tokens, one.total_tokens, one.calls_without_usage, one.calls_estimated]  # fmt: skip
+
+
+def _add(sums: list[int], delta: list[int]) -> None:
+    for i, value in enumerate(delta):
+        if value:
+            sums[i] += value
 
 
 def add_cost(scope: Scope, amount: Decimal | None) -> None:

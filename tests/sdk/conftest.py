@@ -50,6 +50,10 @@ SDK_WARNINGS = (
     "ignore:Items? '.*' on TypedDict class '.*' (is|are) using the `ReadOnly` qualifier:UserWarning",
     # litellm's stream handler reads model_fields and model_computed_fields off an instance (pydantic >= 2.11 deprecates it).
     "ignore:Accessing the 'model_(computed_)?fields' attribute on the instance is deprecated:DeprecationWarning",
+    # litellm's sync calls start event loops for its logging and never close them: the loops and their
+    # self-pipes (AF_UNIX socket pairs, family=1) are reported whenever the collector gets to them.
+    "ignore:Exception ignored in. <function BaseEventLoop.__del__:pytest.PytestUnraisableExceptionWarning",
+    "ignore:Exception ignored in. <socket.socket fd=[0-9]+, family=1,:pytest.PytestUnraisableExceptionWarning",
 )
 
 

@@ -112,53 +112,64 @@ def _valid(value: Any) -> bool:
     return type(value) is int and value >= 0  # bool is a subclass of int, not the same type
 
 
-def _sum(raw: dict[str, Any], paths: tuple[str, ...], flags: set[str]) -> int | None:
+@functools.lru_cache(maxsize=256)
+def _compiled(spec: UsageMap) -> tuple[tuple[tuple[str, ...], ...], ...]:
+    """The spec's five destinations as tuples of split paths, computed once per spec."""
+    return tuple(
+        tuple(_parts(p) for p in paths)
+        for paths in (spec.input, spec.output, spec.cache_read, spec.cache_write, spec.reasoning)
+    )
+
+
+def _read(raw: dict[str, Any], paths: tuple[tuple[str, ...], ...], flags: set[str]) -> int | None:
     total: int | None = None
     for path in paths:
-        value = _lookup(raw, path)
-        if value is None:
+        node: Any = raw
+        for key in path:
+            # JSON objects decode to dict: a plain type check is much cheaper than the Mapping ABC.
+            node = node.get(key) if type(node) is dict else None
+        if node is None:
             continue
-        if not _valid(value):
+        if type(node) is not int or node < 0:  # bool is an int subclass, not the same type
             flags.add(Flag.INVALID_VALUE)
             return None
-        total = (total or 0) + value
+        total = node if total is None else total + node
     return total
+
+
+_PROVENANCES = {
+    (i, o, s): Provenance(input=s if i else Source.MISSING, output=s if o else Source.MISSING)
+    for i in (True, False)
+    for o in (True, False)
+    for s in Source
+}
 
 
 def read_usage(raw: Any, spec: UsageMap, source: Source = Source.REPORTED) -> tuple[Usage, Provenance, set[str]]:
     """Normalize a provider's usage mapping with ``spec``; validate every number, never raise.
 
-    Returns the usage, its provenance and the flags raised (`Flag` values).
+    Returns the usage, its provenance and the flags raised (`Flag` values). Runs once per call in
+    the pipeline, so it is written for speed: paths are split once per spec, values checked inline.
     """
     flags: set[str] = set()
     if type(raw) is not dict:
         if raw is not None:
             flags.add(Flag.INVALID_VALUE)
         return Usage(), MISSING, flags
-    usage = Usage(
-        input_tokens=_sum(raw, spec.input, flags),
-        output_tokens=_sum(raw, spec.output, flags),
-        cache_read_tokens=_sum(raw, spec.cache_read, flags),
-        cache_write_tokens=_sum(raw, spec.cache_write, flags),
-        reasoning_tokens=_sum(raw, spec.reasoning, flags),
-    )
-    cached = (usage.cache_read_tokens or 0) + (usage.cache_write_tokens or 0)
-    if (usage.input_tokens is not None and cached > usage.input_tokens) or (
-        usage.output_tokens is not None and (usage.reasoning_tokens or 0) > usage.output_tokens
-    ):
+    inp, out, read, write, reasoning = (_read(raw, paths, flags) for paths in _compiled(spec))
+    if (inp is not None and (read or 0) + (write or 0) > inp) or (out is not None and (reasoning or 0) > out):
         flags.add(Flag.PARTS_EXCEED_WHOLE)
     if spec.total is not None:
         reported_total = _lookup(raw, spec.total)
         if reported_total is not None:
             if not _valid(reported_total):
                 flags.add(Flag.INVALID_VALUE)
-            elif usage.total_tokens is not None and reported_total != usage.total_tokens:
+            elif inp is not None and out is not None and reported_total != inp + out:
                 flags.add(Flag.TOTAL_MISMATCH)
-    provenance = Provenance(
-        input=source if usage.input_tokens is not None else Source.MISSING,
-        output=source if usage.output_tokens is not None else Source.MISSING,
+    usage = Usage(
+        input_tokens=inp, output_tokens=out, cache_read_tokens=read, cache_write_tokens=write, reasoning_tokens=reasoning
     )
-    return usage, provenance, flags
+    return usage, _PROVENANCES[inp is not None, out is not None, source], flags
 
 
 # -- cheap JSON access -----------------------------------------------------------------------------
@@ -217,12 +228,23 @@ def top_level(body: bytes, *keys: str) -> dict[str, Any]:
     return found
 
 
+_decode_json = json.JSONDecoder().decode
+
+
 def loads(body: bytes) -> Any:
-    """``json.loads`` that returns ``None`` instead of raising."""
+    """``json.loads`` that returns ``None`` instead of raising.
+
+    Decodes UTF-8 first: ``json.loads(bytes)`` sniffs the encoding in Python, which costs as much
+    as parsing a small body. (``UnicodeDecodeError`` is a ``ValueError``: UTF-16/32 bodies, which
+    JSON allows, take the slow path.)
+    """
     try:
-        return json.loads(body)
+        return _decode_json(body.decode())
     except ValueError:
-        return None
+        try:
+            return json.loads(body)
+        except ValueError:
+            return None
 
 
 def request_info(body: bytes) -> RequestInfo:

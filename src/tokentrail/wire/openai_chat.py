@@ -69,6 +69,18 @@ def _stream_usage(chunk: dict[str, Any]) -> Any:
 
 def refine(result: ParsedCall, provider: str) -> ParsedCall:
     """Re-read usage with the quirks of OpenAI-compatible servers (DeepSeek, xAI, Perplexity, Voyage…)."""
+    raw = result.raw_usage
+    if type(raw) is dict:
+        prompt, completion = raw.get("prompt_tokens"), raw.get("completion_tokens")
+        # The common case, read as OpenAI means it: the total adds up and no variant's keys appear.
+        if (
+            type(prompt) is int
+            and type(completion) is int
+            and raw.get("total_tokens") == prompt + completion
+            and "prompt_cache_hit_tokens" not in raw
+            and "reasoning_tokens" not in raw
+        ):
+            return result
     from tokentrail.wire import openai_compat  # it imports this module
 
     return openai_compat.refine(result, provider, None)
