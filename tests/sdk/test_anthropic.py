@@ -171,6 +171,7 @@ def test_tool_use_round_trip(db: Path, client: Any, sim: Simulator) -> None:
     assert shape(call_tool) == shape(answer) == (API, "ok", 1, False, "reported")
 
 
+@pytest.mark.support("Anthropic", "non-stream")
 def test_retry_after_429_is_two_attempts(db: Path, client: Any, sim: Simulator) -> None:
     client.messages.create(
         model=MODEL, max_tokens=50, messages=user("sdk: retry me"), extra_headers={FAULT_HEADER: "429*1"}
@@ -182,6 +183,7 @@ def test_retry_after_429_is_two_attempts(db: Path, client: Any, sim: Simulator) 
     assert shape(ok) == (API, "ok", 2, False, "reported") and tokens(ok) == served(sim.served[-1])
 
 
+@pytest.mark.support("Anthropic", "stream")
 def test_cut_stream_is_partial(db: Path, client: Any, sim: Simulator) -> None:
     with pytest.raises((anthropic.APIConnectionError, httpx2.TransportError)):
         for _ in client.messages.create(

@@ -190,6 +190,7 @@ def test_invoke_model_with_response_stream(db: Path, server: _Server, client: An
     assert shape(call) == ("bedrock.invoke", "ok", 1, True, "reported")
 
 
+@pytest.mark.support("Amazon Bedrock", "stream")
 def test_converse_stream_cut(db: Path, server: _Server, client: Any) -> None:
     server.plan.append("converse_stream_cut.eventstream")  # ends before messageStop and metadata
     list(client.converse_stream(modelId=MODEL, messages=MESSAGES)["stream"])
@@ -199,6 +200,7 @@ def test_converse_stream_cut(db: Path, server: _Server, client: Any) -> None:
     assert shape(call)[1:] == ("network_error", 1, True, "missing")
 
 
+@pytest.mark.support("Amazon Bedrock", "non-stream")
 def test_throttled_then_retried_is_two_attempts(db: Path, server: _Server, client: Any) -> None:
     server.plan.extend(["throttle", "converse_basic.json"])
     client.converse(modelId=MODEL, messages=MESSAGES)

@@ -118,6 +118,7 @@ def test_chat_stream(db: Path, api: CohereAPI, client: Any) -> None:
     assert shape(call) == ("cohere.chat", "ok", 1, True, "reported") and call["flags"] == []
 
 
+@pytest.mark.support("Cohere", "stream")
 def test_stream_without_message_end_is_incomplete(db: Path, api: CohereAPI, client: Any) -> None:
     api.plan = ["chat_v2_stream_cut.sse"]
     events = list(client.chat_stream(model=MODEL, messages=[{"role": "user", "content": "sdk: cut"}]))
@@ -137,6 +138,7 @@ def test_embed(db: Path, api: CohereAPI, client: Any) -> None:
     assert shape(call) == ("cohere.embed", "ok", 1, False, "reported")
 
 
+@pytest.mark.support("Cohere", "non-stream")
 def test_retry_after_429_is_two_attempts(db: Path, api: CohereAPI, client: Any) -> None:
     api.plan = ["429", "chat_v2_basic.json"]
     client.chat(model=MODEL, messages=[{"role": "user", "content": "sdk: cohere, retry me"}])

@@ -148,6 +148,7 @@ def test_embed_content(db: Path, client: Any, sim: Simulator) -> None:
     assert shape(call) == ("gemini.embed", "ok", 1, False, "reported")
 
 
+@pytest.mark.support("Gemini", "non-stream")
 def test_retry_after_429_is_two_attempts(db: Path, sim: Simulator) -> None:
     # google-genai sends no retry header: the attempt number comes from the identical failed request.
     http = options(sim, retry_options=FAST_RETRY, headers={FAULT_HEADER: "429*1"})
@@ -159,6 +160,7 @@ def test_retry_after_429_is_two_attempts(db: Path, sim: Simulator) -> None:
     assert shape(ok) == (API, "ok", 2, False, "reported") and tokens(ok) == served(sim.served[-1])
 
 
+@pytest.mark.support("Gemini", "stream")
 def test_cut_stream(db: Path, sim: Simulator) -> None:
     with genai.Client(api_key="test-key", http_options=options(sim, headers={FAULT_HEADER: "cut:2"})) as c:
         with pytest.raises(httpx2.TransportError):

@@ -92,6 +92,7 @@ def test_async_is_one_record_not_two(db: Path, sim: Simulator) -> None:
     assert tokens(call) == openai_usage(sim.served[-1]) and shape(call) == ("openai.chat", "ok", 1, False, "reported")
 
 
+@pytest.mark.support("OpenAI via litellm", "non-stream")
 def test_retry_after_429_is_two_attempts(db: Path, sim: Simulator) -> None:
     mark = Mark(sim)
     litellm.completion(

@@ -156,6 +156,7 @@ def test_tool_call(db: Path, client: Any, sim: Simulator) -> None:
     assert shape(call) == (API, "ok", 1, False, "reported")
 
 
+@pytest.mark.support("Mistral", "non-stream")
 def test_retry_after_429_is_two_attempts(db: Path, client: Any, sim: Simulator) -> None:
     # Speakeasy SDKs send no retry header: the attempt number comes from the identical failed request.
     retries = RetryConfig("backoff", BackoffStrategy(1, 1, 1.0, 1000), retry_connection_errors=False)

@@ -84,7 +84,7 @@ def test_async_chat(db: Path, sim: Simulator) -> None:
     assert shape(first)[1:] == ("ok", 1, False, "reported") and shape(second)[1:] == ("ok", 1, True, "reported")
 
 
-@pytest.mark.support("Ollama", "non-stream", "stream", "cache")
+@pytest.mark.support("Ollama", "cache")
 def test_cached_prompt_input_is_unknown_not_zero(db: Path, client: Any, sim: Simulator) -> None:
     messages = user("sdk: ollama, the same prompt twice")
     first = client.chat(model=MODEL, messages=messages, stream=False)
@@ -131,6 +131,7 @@ def test_embed(db: Path, client: Any, sim: Simulator) -> None:
     assert shape(call) == ("ollama.embed", "ok", 1, False, "reported")
 
 
+@pytest.mark.support("Ollama", "non-stream")
 def test_429_then_the_callers_retry(db: Path, sim: Simulator) -> None:
     # The ollama SDK does not retry; a caller's identical retry moments later is attempt 2.
     messages = user("sdk: ollama, retry me")
@@ -143,6 +144,7 @@ def test_429_then_the_callers_retry(db: Path, sim: Simulator) -> None:
     assert shape(ok) == ("ollama.chat", "ok", 2, False, "reported") and tokens(ok) == served(sim.served[-1])
 
 
+@pytest.mark.support("Ollama", "stream")
 def test_cut_stream(db: Path, sim: Simulator) -> None:
     with ollama.Client(host=sim.url, headers={FAULT_HEADER: "cut:2"}) as c:
         with pytest.raises(httpx.TransportError):

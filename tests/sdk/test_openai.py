@@ -113,6 +113,7 @@ def test_embeddings(db: Path, client: Any, sim: Simulator) -> None:
     assert shape(call) == ("openai.embeddings", "ok", 1, False, "reported")
 
 
+@pytest.mark.support("OpenAI", "non-stream")
 def test_retry_after_429_is_two_attempts(db: Path, client: Any, sim: Simulator) -> None:
     client.chat.completions.create(
         model="gpt-4o-mini", messages=user("sdk: openai, retry me"), extra_headers={FAULT_HEADER: "429*1"}
