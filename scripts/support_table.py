@@ -38,6 +38,11 @@ ORDER = (
     "Ollama via litellm",
     "OpenAI via langchain-openai",
 )
+NOT_APART = {
+    "reasoning": (("reasoning_tokens",), "inside output"),
+    "cache": (("cache_read_tokens", "cache_write_tokens"), "no cache count"),
+}
+"""A feature whose own count no test saw (always null) says so: the tokens are then only in the totals."""
 SOURCES = ("reported", "counted", "estimated", "partial", "missing")
 """Best first: the order sources are listed in a cell."""
 LEGEND = (
@@ -46,8 +51,9 @@ LEGEND = (
     "count); – when untested. *Count source* adds what a stream cut before its usage gives. Rows name "
     "each SDK's version in the CI legs (openai 3.x, 2.x) and the HTTP library its calls went through. "
     "Cohere, Bedrock and Mistral's stream replay documented payloads; the rest run against `tokentrail sim`. "
-    "Reasoning ✓ with `reasoning_tokens` null where the wire has no separate count (thinking is then inside "
-    "the output): see `tests/sdk/`."
+    "*inside output*: the wire has no separate thinking count, so `reasoning_tokens` is null and the thinking "
+    "is counted in `output_tokens`; *no cache count*: the cache shows only as a missing input count. "
+    "The tests are in `tests/sdk/`."
 )
 
 
@@ -56,11 +62,14 @@ def _sorted_sources(sources: set[str]) -> list[str]:
 
 
 def _rows(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """provider → {sdk: {version: {http libraries}}, features: {feature: {sources}}, ok, cut}."""
+    """provider → {sdk: {version: {http libraries}}, features: {feature: {sources}},
+    known: {feature: {token fields not null}}, ok: {sources}, cut: {sources of cut streams}}."""
     rows: dict[str, dict[str, Any]] = {}
     for _nodeid, legs in data.get("tests", {}).items():
         for _leg, result in legs.items():
-            row = rows.setdefault(result["provider"], {"sdk": {}, "features": {}, "ok": set(), "cut": set()})
+            row = rows.setdefault(
+                result["provider"], {"sdk": {}, "features": {}, "known": {}, "ok": set(), "cut": set()}
+            )
             versions = row["sdk"].setdefault(result["sdk"], {})
             versions.setdefault(result["sdk_version"], set()).update(result.get("http", []))
             ok = {source for status, source, _stream in result.get("records", []) if status == "ok"}
@@ -73,6 +82,7 @@ def _rows(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
             row["cut"] |= cut
             for feature in result["features"]:
                 row["features"].setdefault(feature, set()).update(ok)
+                row["known"].setdefault(feature, set()).update(result.get("known", []))
     return rows
 
 
@@ -109,14 +119,20 @@ def render(data: dict[str, Any]) -> str:
                 cells.append("–")
             else:
                 sources = _sorted_sources(row["features"][feature])
-                cells.append("✓ " + " / ".join(sources) if sources else "✓")
+                cell = "✓ " + " / ".join(sources) if sources else "✓"
+                note = NOT_APART.get(feature)
+                if note and not row["known"].get(feature, set()) & set(note[0]):
+                    cell += f" ({note[1]})"
+                cells.append(cell)
         count = ", ".join(_sorted_sources(row["ok"])) or "–"
         if row["cut"]:
             count += "; cut stream: " + ", ".join(_sorted_sources(row["cut"]))
         cells.append(count)
         lines.append("| " + " | ".join(cells) + " |")
     if not order:
-        lines.append("| (no results yet: run the SDK tests with TOKENTRAIL_WRITE_SUPPORT=1) |" + " |" * len(FEATURES) + " |")
+        lines.append(
+            "| (no results yet: run the SDK tests with TOKENTRAIL_WRITE_SUPPORT=1) |" + " |" * len(FEATURES) + " |"
+        )
     lines += ["", LEGEND]
     return "\n".join(lines)
 

@@ -48,7 +48,7 @@ SDK_WARNINGS = (
     "ignore:Inheritance class AiohttpClientSession:DeprecationWarning",
     # pydantic warns that litellm's TypedDicts use ReadOnly (litellm/types/utils.py), on litellm's first calls.
     "ignore:Items? '.*' on TypedDict class '.*' (is|are) using the `ReadOnly` qualifier:UserWarning",
-    # litellm's stream handler reads model_fields and model_computed_fields off an instance (pydantic >= 2.11 deprecates it).
+    # litellm's stream handler reads model_fields and model_computed_fields off an instance (pydantic 2.11+).
     "ignore:Accessing the 'model_(computed_)?fields' attribute on the instance is deprecated:DeprecationWarning",
     # litellm's sync calls start event loops for its logging and never close them: the loops and their
     # self-pipes (AF_UNIX socket pairs, family=1) are reported whenever the collector gets to them.
@@ -84,7 +84,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def pytest_itemcollected(item: pytest.Item) -> None:
     # Before any -k/-m deselection: a test deselected this time still exists.
-    _collected.setdefault(item.nodeid.split("::", 1)[0], set()).add(item.nodeid)
+    if _in_sdk(item):
+        _collected.setdefault(item.nodeid.split("::", 1)[0], set()).add(item.nodeid)
 
 
 # -- what each test recorded ---------------------------------------------------------------------------
@@ -129,9 +130,10 @@ def db(db: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
             module.uninstall()
         _observed[request.node.nodeid] = {
             "http": sorted(set(libraries)),
-            "records": sorted(
-                {(c["status"], c["usage_source"], bool(c["stream"])) for c in calls}, key=lambda r: (r[0], r[1], r[2])
-            ),
+            "records": sorted({(c["status"], c["usage_source"], bool(c["stream"])) for c in calls}),
+            # The token fields known (not null) in the successful calls: says whether e.g. reasoning was
+            # reported apart or only inside the output.
+            "known": [f for f in TOKEN_FIELDS if any(c[f] is not None for c in calls if c["status"] == "ok")],
         }
 
 
@@ -205,7 +207,11 @@ def leg() -> str:
 
 
 def merge(
-    previous: dict[str, Any], results: dict[str, dict[str, Any]], collected: dict[str, set[str]], failed: set[str], leg: str
+    previous: dict[str, Any],
+    results: dict[str, dict[str, Any]],
+    collected: dict[str, set[str]],
+    failed: set[str],
+    this_leg: str,
 ) -> dict[str, Any]:
     """This session's results over the file's, per test and leg: a test that passed here replaces this
     leg's entry and one that failed loses it; one skipped here, or in a module not collected here (the
@@ -216,9 +222,9 @@ def merge(
         if not (ROOT / path).exists() or (path in collected and nodeid not in collected[path]):
             del tests[nodeid]
         elif nodeid in failed:
-            tests[nodeid].pop(leg, None)
+            tests[nodeid].pop(this_leg, None)
     for nodeid, result in results.items():
-        tests.setdefault(nodeid, {})[leg] = result
+        tests.setdefault(nodeid, {})[this_leg] = result
     return {
         "about": "Written by tests/sdk (TOKENTRAIL_WRITE_SUPPORT=1) from the tests that passed, per test and "
         "CI leg; rendered into README.md by scripts/support_table.py.",

@@ -115,11 +115,15 @@ def test_prompt_cache_write_then_read(db: Path, client: Any, sim: Simulator) -> 
     write, read = recorded(db)
     prefix = first.usage.cache_creation_input_tokens
     assert prefix >= 1024 and second.usage.cache_read_input_tokens == prefix
-    assert tokens(write) == served(served_first) == usage(
-        first.usage.input_tokens + prefix, first.usage.output_tokens, cache_read=0, cache_write=prefix
+    assert (
+        tokens(write)
+        == served(served_first)
+        == usage(first.usage.input_tokens + prefix, first.usage.output_tokens, cache_read=0, cache_write=prefix)
     )
-    assert tokens(read) == served(served_second) == usage(
-        second.usage.input_tokens + prefix, second.usage.output_tokens, cache_read=prefix, cache_write=0
+    assert (
+        tokens(read)
+        == served(served_second)
+        == usage(second.usage.input_tokens + prefix, second.usage.output_tokens, cache_read=prefix, cache_write=0)
     )
     assert shape(write) == shape(read) == (API, "ok", 1, False, "reported")
 

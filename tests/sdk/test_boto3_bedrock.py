@@ -138,7 +138,10 @@ def test_converse_cache_write_then_read(db: Path, server: _Server, client: Any) 
     write, read = recorded(db)
     assert tokens(write) == expected("converse_cache_write") == usage(14 + 3800, 352, cache_read=0, cache_write=3800)
     assert tokens(read) == expected("converse_cache_read") == usage(9 + 3800, 41, cache_read=3800, cache_write=0)
-    assert write["total_tokens"] == first["usage"]["totalTokens"] and read["total_tokens"] == second["usage"]["totalTokens"]
+    assert (
+        write["total_tokens"] == first["usage"]["totalTokens"]
+        and read["total_tokens"] == second["usage"]["totalTokens"]
+    )
     assert shape(write) == shape(read) == ("bedrock.converse", "ok", 1, False, "reported")
 
 
@@ -162,14 +165,20 @@ def test_converse_stream_cache_read(db: Path, server: _Server, client: Any) -> N
     server.plan.append("converse_stream_cache_read.eventstream")
     list(client.converse_stream(modelId=MODEL, messages=MESSAGES)["stream"])
     [call] = recorded(db)
-    assert tokens(call) == expected("converse_stream_cache_read") == usage(12 + 2048, 11, cache_read=2048, cache_write=0)
+    assert (
+        tokens(call) == expected("converse_stream_cache_read") == usage(12 + 2048, 11, cache_read=2048, cache_write=0)
+    )
     assert shape(call) == ("bedrock.converse", "ok", 1, True, "reported")
 
 
 @pytest.mark.support("Amazon Bedrock", "non-stream", "cache")
 def test_invoke_model_anthropic_body(db: Path, server: _Server, client: Any) -> None:
     server.plan.append("invoke_claude_cache.json")
-    body = {"anthropic_version": "bedrock-2023-05-31", "max_tokens": 200, "messages": [{"role": "user", "content": "sdk"}]}
+    body = {
+        "anthropic_version": "bedrock-2023-05-31",
+        "max_tokens": 200,
+        "messages": [{"role": "user", "content": "sdk"}],
+    }
     reply = client.invoke_model(modelId=MODEL, body=json.dumps(body))
     answer = json.loads(reply["body"].read())
     [call] = recorded(db)
@@ -181,7 +190,11 @@ def test_invoke_model_anthropic_body(db: Path, server: _Server, client: Any) -> 
 @pytest.mark.support("Amazon Bedrock", "stream", "cache")
 def test_invoke_model_with_response_stream(db: Path, server: _Server, client: Any) -> None:
     server.plan.append("invoke_claude_stream.eventstream")
-    body = {"anthropic_version": "bedrock-2023-05-31", "max_tokens": 200, "messages": [{"role": "user", "content": "sdk"}]}
+    body = {
+        "anthropic_version": "bedrock-2023-05-31",
+        "max_tokens": 200,
+        "messages": [{"role": "user", "content": "sdk"}],
+    }
     reply = client.invoke_model_with_response_stream(modelId=MODEL, body=json.dumps(body))
     chunks = [json.loads(event["chunk"]["bytes"]) for event in reply["body"]]
     assert chunks[-1]["type"] == "message_stop"

@@ -18,6 +18,7 @@ import pytest
 
 from tests.conftest import recorded
 from tests.sdk.conftest import shape, tokens, usage
+from tests.sim.helpers import long_text
 from tokentrail.sim import FAULT_HEADER, ServedCall, Simulator
 
 genai = pytest.importorskip("google.genai")
@@ -62,6 +63,7 @@ def test_generate_content_sync(db: Path, client: Any, sim: Simulator) -> None:
 
 async def _async_generate(sim: Simulator, **http: Any) -> tuple[Any, list[Any]]:
     async with genai.Client(api_key="test-key", http_options=options(sim, **http)).aio as c:
+        assert c._api_client._use_aiohttp() is not bool(http)  # which transport the SDK picked
         whole = await c.models.generate_content(model=FLASH, contents="sdk: async generate")
         chunks = [chunk async for chunk in await c.models.generate_content_stream(model=FLASH, contents="sdk: async")]
         return whole, chunks
@@ -107,13 +109,47 @@ def test_thinking_tokens_are_reasoning_and_output(db: Path, client: Any, sim: Si
     whole, streamed = recorded(db)
     meta = reply.usage_metadata
     assert meta.thoughts_token_count == served_whole.reasoning_tokens == 48
-    assert tokens(whole) == served(served_whole) == usage(
-        meta.prompt_token_count, meta.candidates_token_count + meta.thoughts_token_count, reasoning=48
+    assert (
+        tokens(whole)
+        == served(served_whole)
+        == usage(meta.prompt_token_count, meta.candidates_token_count + meta.thoughts_token_count, reasoning=48)
     )
     last = chunks[-1].usage_metadata
-    assert tokens(streamed) == served(served_stream) == usage(
-        last.prompt_token_count, last.candidates_token_count + last.thoughts_token_count, reasoning=48
+    assert (
+        tokens(streamed)
+        == served(served_stream)
+        == usage(last.prompt_token_count, last.candidates_token_count + last.thoughts_token_count, reasoning=48)
     )
+    assert shape(whole) == (API, "ok", 1, False, "reported") and shape(streamed) == (API, "ok", 1, True, "reported")
+
+
+@pytest.mark.support("Gemini", "non-stream", "stream", "cache")
+def test_cached_content_is_read_from_the_cache(db: Path, client: Any, sim: Simulator) -> None:
+    cache = client.caches.create(
+        model=FLASH,
+        config=types.CreateCachedContentConfig(
+            contents=[types.Content(role="user", parts=[types.Part(text=long_text("sdk-gemini-cache"))])], ttl="600s"
+        ),
+    )
+    config = types.GenerateContentConfig(cached_content=cache.name)
+    reply = client.models.generate_content(model=FLASH, contents="sdk: summarise it", config=config)
+    served_whole = sim.served[-1]
+    chunks = list(client.models.generate_content_stream(model=FLASH, contents="sdk: summarise it", config=config))
+
+    # Creating the cache is not a model call: only the two generations are recorded.
+    whole, streamed = recorded(db)
+    cached = reply.usage_metadata.cached_content_token_count
+    assert cached >= 1024 and served_whole.cached_tokens == cached
+    # promptTokenCount already includes the cached content.
+    assert (
+        tokens(whole)
+        == served(served_whole)
+        == usage(
+            reply.usage_metadata.prompt_token_count, reply.usage_metadata.candidates_token_count, cache_read=cached
+        )
+    )
+    assert tokens(streamed) == served(sim.served[-1]) and streamed["cache_read_tokens"] == cached
+    assert chunks[-1].usage_metadata.cached_content_token_count == cached
     assert shape(whole) == (API, "ok", 1, False, "reported") and shape(streamed) == (API, "ok", 1, True, "reported")
 
 

@@ -40,7 +40,9 @@ def openai_usage(call: ServedCall) -> dict[str, Any]:
 
 
 def anthropic_usage(call: ServedCall) -> dict[str, Any]:
-    return usage(call.input_tokens, call.output_tokens, cache_read=call.cached_tokens, cache_write=call.cache_write_tokens)
+    return usage(
+        call.input_tokens, call.output_tokens, cache_read=call.cached_tokens, cache_write=call.cache_write_tokens
+    )
 
 
 def one_record_per_attempt(db: Path, mark: Mark) -> list[dict[str, Any]]:
@@ -111,20 +113,16 @@ def test_retry_after_429_is_two_attempts(db: Path, sim: Simulator) -> None:
 def test_anthropic_shaped(db: Path, sim: Simulator) -> None:
     mark = Mark(sim)
     reply = litellm.completion(
-        model="anthropic/claude-sonnet-4-6", api_base=sim.url, api_key="sk-ant-test", messages=user("sdk: litellm anthropic")
+        model="anthropic/claude-sonnet-4-6",
+        api_base=sim.url,
+        api_key="sk-ant-test",
+        messages=user("sdk: litellm anthropic"),
     )
     [call] = one_record_per_attempt(db, mark)
     assert tokens(call) == anthropic_usage(sim.served[-1]) and call["output_tokens"] == reply.usage.completion_tokens
     assert shape(call) == ("anthropic.messages", "ok", 1, False, "reported")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: litellm stops reading an Anthropic stream at message_delta (stop_reason and the final usage) "
-    "and never reads message_stop nor closes the response; MessagesStream.finish counts the usage final "
-    "only after message_stop or a clean end, so the record (made at garbage collection) is 'cancelled', "
-    "stream_incomplete, output 'partial'",
-)
 def test_anthropic_shaped_stream(db: Path, sim: Simulator) -> None:
     mark = Mark(sim)
 
@@ -153,7 +151,9 @@ def test_anthropic_shaped_stream(db: Path, sim: Simulator) -> None:
 
 
 @pytest.mark.support("Ollama via litellm", "non-stream")
-@pytest.mark.parametrize(("model", "api"), [("ollama/llama3", "ollama.generate"), ("ollama_chat/llama3", "ollama.chat")])
+@pytest.mark.parametrize(
+    ("model", "api"), [("ollama/llama3", "ollama.generate"), ("ollama_chat/llama3", "ollama.chat")]
+)
 def test_ollama_shaped(db: Path, sim: Simulator, model: str, api: str) -> None:
     mark = Mark(sim)
     reply = litellm.completion(model=model, api_base=sim.url, messages=user(f"sdk: litellm {model}"))

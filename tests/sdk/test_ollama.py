@@ -74,7 +74,9 @@ def test_async_chat(db: Path, sim: Simulator) -> None:
     async def main() -> tuple[Any, list[Any]]:
         async with ollama.AsyncClient(host=sim.url) as c:
             whole = await c.chat(model=MODEL, messages=user("sdk: async ollama"), stream=False)
-            parts = [p async for p in await c.chat(model=MODEL, messages=user("sdk: async ollama, streamed"), stream=True)]
+            parts = [
+                p async for p in await c.chat(model=MODEL, messages=user("sdk: async ollama, streamed"), stream=True)
+            ]
             return whole, parts
 
     whole, parts = asyncio.run(main())
@@ -113,7 +115,10 @@ def test_tool_call(db: Path, client: Any, sim: Simulator) -> None:
     tools: Any = [
         {
             "type": "function",
-            "function": {"name": "lookup_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}},
+            "function": {
+                "name": "lookup_weather",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+            },
         }
     ]
     reply = client.chat(model=MODEL, messages=user("sdk: please lookup the weather"), tools=tools, stream=False)

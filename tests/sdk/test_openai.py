@@ -96,10 +96,15 @@ def test_tool_call(db: Path, client: Any, sim: Simulator) -> None:
     tools: Any = [
         {
             "type": "function",
-            "function": {"name": "lookup_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}},
+            "function": {
+                "name": "lookup_weather",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+            },
         }
     ]
-    reply = client.chat.completions.create(model="gpt-4o-mini", messages=user("sdk: please lookup the weather"), tools=tools)
+    reply = client.chat.completions.create(
+        model="gpt-4o-mini", messages=user("sdk: please lookup the weather"), tools=tools
+    )
     assert reply.choices[0].message.tool_calls
     [call] = recorded(db)
     assert tokens(call) == served(sim.served[-1]) and shape(call) == (CHAT, "ok", 1, False, "reported")

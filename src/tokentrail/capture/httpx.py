@@ -16,6 +16,7 @@ from typing import Any
 from tokentrail._guard import guard, suppress, suppressed
 from tokentrail.capture import _exchange
 from tokentrail.capture.streams import stream_classes
+from tokentrail.wire._base import StreamOutcome
 
 MODULES = ("httpx", "httpx2")
 _SENTINEL = "__tokentrail_original__"
@@ -33,6 +34,13 @@ def _attach(exchange: _exchange.Exchange, response: Any, stream: bool, module: M
         exchange.body_read(response.status_code, response.headers, response.content)
         return
     parser = exchange.stream_started(response.status_code, response.headers)
+    content = getattr(response, "_content", None)
+    if isinstance(content, bytes):
+        # Already in memory (a transport that answered with bytes, e.g. MockTransport or respx):
+        # nobody will read the stream, so the record is finished now.
+        parser.feed(content)
+        exchange.stream_finished(parser, StreamOutcome.COMPLETE, None)
+        return
     observed_sync, observed_async = stream_classes(module)
     response.stream = (observed_sync if sync else observed_async)(response.stream, exchange, parser)
 

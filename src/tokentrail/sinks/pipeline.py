@@ -407,5 +407,17 @@ def _after_fork_in_child() -> None:
             reopen()
 
 
+def _before_fork() -> None:
+    # No thread of ours may be inside SQLite (or half-way through a batch) when the process forks:
+    # the child would inherit SQLite's internal mutexes locked and hang on its first write.
+    _process_lock.acquire()
+    _write_lock.acquire()
+
+
+def _after_fork_in_parent() -> None:
+    _write_lock.release()
+    _process_lock.release()
+
+
 atexit.register(_at_exit)
-os.register_at_fork(after_in_child=_after_fork_in_child)
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child)

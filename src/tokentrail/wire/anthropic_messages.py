@@ -216,11 +216,12 @@ class MessagesStream:
             self._server_tools = True
 
     def finish(self, outcome: StreamOutcome) -> ParsedCall:
-        # message_stop is the final event. A body that ended cleanly right after a message_delta
-        # with its stop_reason (a gateway that drops message_stop) has delivered the final usage too.
-        complete = not self._error and (
-            self._stopped or (outcome is StreamOutcome.COMPLETE and self._started and self._stop_reason)
-        )
+        # message_stop is the final event, but the message_delta carrying the stop_reason already
+        # holds the final usage: a gateway that drops message_stop, or a client that stops reading
+        # there (litellm never reads message_stop nor closes the response) has the whole bill. With
+        # server tools a stop can still be followed by more, so there only a clean end counts.
+        final = bool(self._stop_reason) and (outcome is StreamOutcome.COMPLETE or not self._server_tools)
+        complete = not self._error and (self._stopped or (self._started and final))
         return _call(
             self._usage,
             model=self._model,
