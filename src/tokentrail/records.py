@@ -40,6 +40,9 @@ class Flag(StrEnum):
     """The stream ended without its final event."""
     UNPARSED = "unparsed"
     """The body could not be read as the API family's format."""
+    COUNT_FLOOR = "count_floor"
+    """A count tokentrail made is a floor: the request had parts it cannot count (images, audio,
+    server-side history) or the model's hidden reasoning is billed but not in the text."""
     COST_MISMATCH = "cost_mismatch"
     """Our cost and the provider-reported cost (OpenRouter, Perplexity) differ by more than 1%."""
 

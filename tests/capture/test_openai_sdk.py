@@ -86,9 +86,9 @@ def test_chat_stream_sync(db: Path, client: openai.OpenAI, sim: Simulator, inclu
         assert {k: call[k] for k in ("input_tokens", "output_tokens")} == served_usage(sim)
         assert call["usage_source"] == "reported"
     else:
-        # No usage on the wire: unknown stays null, never 0 (counting it is a later step).
-        assert call["input_tokens"] is None and call["output_tokens"] is None and call["total_tokens"] is None
-        assert call["usage_source"] == "missing"
+        # No usage on the wire: counted with the model's own tokenizer, exactly what was served.
+        assert {k: call[k] for k in ("input_tokens", "output_tokens")} == served_usage(sim)
+        assert (call["usage_source"], call["tokenizer"]) == ("counted", "o200k_base")
 
 
 def test_chat_stream_async(db: Path, aclient: Callable[[], openai.AsyncOpenAI], sim: Simulator) -> None:
@@ -148,7 +148,7 @@ def test_http_error_without_retry(db: Path, sim: Simulator) -> None:
     assert (call["status"], call["http_status"]) == ("http_error", 500)
 
 
-def test_stream_cut_by_the_server(db: Path, client: openai.OpenAI) -> None:
+def test_stream_cut_by_the_server(db: Path, client: openai.OpenAI, sim: Simulator) -> None:
     stream = client.chat.completions.create(
         model="gpt-4o", messages=MESSAGES, stream=True, stream_options={"include_usage": True},
         extra_headers={"X-Sim-Fault": "cut:3"},
@@ -158,7 +158,8 @@ def test_stream_cut_by_the_server(db: Path, client: openai.OpenAI) -> None:
             pass
     [call] = recorded(db)
     assert call["status"] == "network_error" and "stream_incomplete" in call["flags"]
-    assert call["usage_source"] == "missing" and call["input_tokens"] is None
+    assert call["input_tokens"] == sim.served[-1].input_tokens and call["input_source"] == "counted"
+    assert call["output_tokens"] < sim.served[-1].output_tokens and "count_floor" in call["flags"]
 
 
 def test_stream_closed_early_by_the_caller(db: Path, client: openai.OpenAI) -> None:
@@ -169,7 +170,7 @@ def test_stream_closed_early_by_the_caller(db: Path, client: openai.OpenAI) -> N
     stream.close()
     [call] = recorded(db)
     assert call["status"] == "cancelled" and "stream_incomplete" in call["flags"]
-    assert call["input_tokens"] is None
+    assert call["input_source"] == "counted" and "count_floor" in call["flags"]
 
 
 def test_abandoned_stream_is_recorded_when_collected(db: Path, client: openai.OpenAI) -> None:

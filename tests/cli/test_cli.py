@@ -59,8 +59,8 @@ def test_run_captures_a_program_without_code_changes(ledger: Path) -> None:
     assert [c["api"] for c in calls] == ["openai.chat", "openai.embeddings", "openai.chat"]
     assert {c["run"] for c in calls} == {"trial-7"}
     assert all(c["call_site"].startswith("app.py:") for c in calls)
-    # The stream asked for no usage: unknown is null, never 0.
-    assert calls[2]["input_tokens"] is None and calls[2]["usage_source"] == "missing"
+    # The stream asked for no usage: counted with gpt-4o's own tokenizer, and it says so.
+    assert calls[2]["input_tokens"] > 0 and (calls[2]["usage_source"], calls[2]["tokenizer"]) == ("counted", "o200k_base")
     assert calls[0]["input_tokens"] > 0 and calls[0]["usage_source"] == "reported"
 
 
@@ -85,13 +85,12 @@ def test_report_formats(ledger: Path, fmt: str) -> None:
         data = json.loads(out)
         assert data["total"]["calls"] == 3
         assert {r["model"] for r in data["rows"]} == {"gpt-4o-mini", "text-embedding-3-small", "gpt-4o"}
-        assert sum(r["calls_without_usage"] for r in data["rows"]) == 1
+        assert sum(r["calls_without_usage"] for r in data["rows"]) == 0
     elif fmt == "csv":
         rows = list(csv.DictReader(io.StringIO(out)))
         assert sum(int(r["calls"]) for r in rows) == 3
     else:
         assert "trial-7" in out and "gpt-4o-mini" in out and "TOTAL" in out
-        assert "had no usage" in out
 
 
 def test_report_every_dimension(ledger: Path) -> None:

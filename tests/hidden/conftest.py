@@ -36,15 +36,6 @@ for _var in ("OPENROUTER_API_KEY", "OPENAI_API_BASE"):
     os.environ.pop(_var, None)
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _prices_loaded_on_the_main_thread() -> None:
-    """Work around the race test_background_import.py shows (BUG, xfail there): tokentrail's writer
-    thread imports genai_prices, hence httpx2, on the first priced call, while openai 2.x reads
-    sys.modules["httpx2"] on every request, so a call made meanwhile fails. Loaded here first, on the
-    main thread, the tests count calls instead of tripping over it (that test runs in a subprocess)."""
-    import genai_prices  # noqa: F401
-
-
 def served_since(sim: Simulator, start: int) -> list[ServedCall]:
     """What the simulator answered after ``start`` (the session's simulator serves every test)."""
     return sim.served[start:]

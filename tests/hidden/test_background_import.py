@@ -68,16 +68,6 @@ PROGRAM = textwrap.dedent(
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: the writer thread's first priced call imports genai_prices (its __init__ imports httpx2) while "
-        "openai 2.x reads sys.modules['httpx2'] unlocked: a concurrent call fails with AttributeError "
-        "(src/tokentrail/pricing/table.py snapshot(), 'off the caller's thread'). Import the price table, "
-        "or at least httpx2 when installed, on the caller's thread in instrument(), or price without "
-        "importing the genai_prices package"
-    ),
-)
 def test_a_call_made_while_the_writer_thread_loads_prices_succeeds(sim: Simulator, tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-c", PROGRAM, sim.url, str(tmp_path / "ledger.db")],

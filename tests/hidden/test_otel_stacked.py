@@ -101,15 +101,6 @@ def test_sdk_retry_is_two_records_under_one_span(db: Path, sim: Simulator, spans
     assert span_usage(span) == (ok["input_tokens"], ok["output_tokens"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: the call site names OpenTelemetry's wrapper (opentelemetry/instrumentation/openai_v2/patch.py, "
-        "function opentelemetry.instrumentation.openai_v2.patch.chat_completions_create_v_old.<locals>."
-        "traced_method) instead of the code that called the SDK: src/tokentrail/enrich/callsite.py's SKIPPED "
-        "needs the instrumentation wrappers that sit between user code and the SDK ('opentelemetry', at least)"
-    ),
-)
 def test_call_site_is_the_caller_not_the_otel_wrapper(db: Path, sim: Simulator, spans: InMemorySpanExporter) -> None:
     with openai.OpenAI(base_url=sim.url + "/v1", api_key="sk-test", max_retries=0) as client:
         client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)

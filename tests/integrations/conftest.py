@@ -16,7 +16,10 @@ from tokentrail import integrations
 from tokentrail.sim import Simulator
 
 # Warnings that are the frameworks' own, not ours (filterwarnings = error): narrow, and only here.
-FRAMEWORK_WARNINGS: tuple[str, ...] = ()
+FRAMEWORK_WARNINGS = (
+    # crewai 1.15 reads its own deprecated Agent fields (allow_code_execution, function_calling_llm…).
+    r"ignore::DeprecationWarning:crewai(\..*)?",
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -113,9 +113,7 @@ def test_named_chain_is_a_step_and_a_direct_tool_call_a_tool(
     adapters: list[str], attempts: Attempts, sim: Simulator
 ) -> None:
     llm = ChatOpenAI(model="gpt-4o-mini", base_url=sim.url + "/v1", api_key="sk-test")
-    chain = (ChatPromptTemplate.from_messages([("user", "Summarise {topic}.")]) | llm).with_config(
-        run_name="summarise"
-    )
+    chain = (ChatPromptTemplate.from_messages([("user", "Summarise {topic}.")]) | llm).with_config(run_name="summarise")
     unnamed = ChatPromptTemplate.from_messages([("user", "Name {topic}.")]) | llm
     with tokentrail.run("trial"), tokentrail.agent("writer"):
         chain.invoke({"topic": "rivers"})

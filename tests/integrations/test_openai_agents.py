@@ -102,9 +102,7 @@ def test_runner_run_names_agents_tool_and_handoff(adapters: list[str], attempts:
     ]
 
 
-def test_trace_names_the_run_and_streamed_runs(
-    adapters: list[str], attempts: Attempts, sim: Simulator
-) -> None:
+def test_trace_names_the_run_and_streamed_runs(adapters: list[str], attempts: Attempts, sim: Simulator) -> None:
     with trace("weather-desk"):
         run(sim, stream=True)
     run(sim, stream=True)  # no trace of the program's: the SDK starts one inside its own task

@@ -12,13 +12,13 @@ import pytest
 pytest.importorskip("pydantic_ai")
 pytest.importorskip("pydantic_ai.models.openai")
 
-from pydantic_ai import Agent  # noqa: E402
-from pydantic_ai.models.openai import OpenAIChatModel  # noqa: E402
-from pydantic_ai.providers.openai import OpenAIProvider  # noqa: E402
+from pydantic_ai import Agent
+from pydantic_ai.models.openai import OpenAIChatModel
+from pydantic_ai.providers.openai import OpenAIProvider
 
-import tokentrail  # noqa: E402
-from tests.integrations.conftest import names  # noqa: E402
-from tokentrail.sim import Simulator  # noqa: E402
+import tokentrail
+from tests.integrations.conftest import names
+from tokentrail.sim import Simulator
 
 Attempts = Callable[[], tuple[int, list[dict[str, Any]]]]
 QUESTION = "Please lookup the weather in Paris."

@@ -124,9 +124,11 @@ def test_stream_without_message_end_is_incomplete(db: Path, api: CohereAPI, clie
     events = list(client.chat_stream(model=MODEL, messages=[{"role": "user", "content": "sdk: cut"}]))
     assert events[-1].type != "message-end"
     [call] = recorded(db)
-    assert tokens(call) == usage(None, None) and "stream_incomplete" in call["flags"]
     # The body ended cleanly but short of its final event: a broken stream, whose usage never came.
-    assert shape(call)[1:] == ("network_error", 1, True, "missing")
+    # tokentrail counts what it can (Command models' tokenizer is not available: estimated).
+    assert call["input_tokens"] > 0 and call["input_source"] == "estimated" and call["tokenizer"] == "o200k_base"
+    assert "stream_incomplete" in call["flags"]
+    assert shape(call)[1:4] == ("network_error", 1, True)
 
 
 @pytest.mark.support("Cohere", "non-stream")

