@@ -45,7 +45,7 @@ from uuid import UUID
 from tokentrail import _guard
 from tokentrail import scope as _scope
 from tokentrail._guard import guard
-from tokentrail.integrations import Opened, activate, close_scope, deactivate, open_scope
+from tokentrail.integrations import Opened, activate, close_scope, deactivate, live, open_scope
 from tokentrail.scope import Scope, ScopeKind
 
 SITE = "integration.langchain"
@@ -104,6 +104,13 @@ def _is_node(name: str, tags: list[str] | None, metadata: dict[str, Any] | None)
     )
 
 
+def _within(scope: Scope | None, ancestor: Scope | None) -> bool:
+    """``scope`` is ``ancestor`` or one of its descendants."""
+    if scope is None or ancestor is None:
+        return scope is ancestor
+    return scope is ancestor or scope.id_path.startswith(ancestor.id_path + "/")
+
+
 def _name(serialized: dict[str, Any] | None, kwargs: dict[str, Any], default: str) -> str:
     name = kwargs.get("name") or (serialized or {}).get("name")
     return str(name) if name else default
@@ -136,15 +143,18 @@ class _State:
     ) -> None:
         node = kind == "chain" and _is_node(name, tags, metadata)
         parent = self.get(parent_run_id)
+        current = live(_scope._current.get())
         if parent is not None:
             self._first_child(parent, node)
-            base = parent.scope
+            # Under the parent run's scope, or a scope the program opened inside it (a `tokentrail.step`
+            # in a node's function).
+            base = current if _within(current, parent.scope) else parent.scope
         else:
-            base = _scope._current.get()
+            base = current
         run = _Run(name, base)
         if kind == "model":
             # The model sends from this context; a graph or named chain is never current by itself.
-            if base is not None and base is not _scope._current.get():
+            if base is not None and base is not current:
                 run.model = Opened(base, None)
                 activate(run.model)
         elif kind == "tool":
