@@ -152,3 +152,24 @@ def test_uninstalled_adapter_adds_no_names(db: Any, attempts: Attempts, sim: Sim
     served, records = attempts()
     assert served == len(records) == 3
     assert names(records) == [(None, None, None)] * 3
+
+
+def test_scopes_the_program_opens_inside_a_node_are_kept(
+    adapters: list[str], attempts: Attempts, sim: Simulator
+) -> None:
+    llm = ChatOpenAI(model="gpt-4o-mini", base_url=sim.url + "/v1", api_key="sk-test")
+
+    def write(state: langgraph_graph.MessagesState) -> dict[str, Any]:
+        with tokentrail.tool("draft"):
+            reply = llm.invoke(state["messages"])
+        with openai.OpenAI(base_url=sim.url + "/v1", api_key="sk-test") as client:  # no LangChain run at all
+            client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "Hi"}])
+        return {"messages": [reply]}
+
+    graph = langgraph_graph.StateGraph(langgraph_graph.MessagesState)
+    graph.add_node("write", write)
+    graph.add_edge(langgraph_graph.START, "write")
+    graph.compile(name="writer").invoke({"messages": [("user", "Write a haiku.")]})
+    served, records = attempts()
+    assert served == len(records) == 2
+    assert names(records) == [("writer", "write", "draft"), ("writer", "write", None)]
