@@ -292,6 +292,62 @@ def _loopback(bench: Bench) -> Callable[[int], None]:
     return run
 
 
+ANTHROPIC_BODY = json.dumps(
+    {
+        "id": "msg_bench", "type": "message", "role": "assistant", "model": "claude-sonnet-4-6",
+        "content": [{"type": "text", "text": "Hello there, how can I help?"}],
+        "stop_reason": "end_turn", "stop_sequence": None,
+        "usage": {"input_tokens": 100, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 20,
+                  "output_tokens": 30},
+    }
+).encode()  # fmt: skip
+ANTHROPIC_TOKENS = (120, 30, 20, None, 150)  # input includes the cache read (ARCHITECTURE.md §2)
+GEMINI_BODY = json.dumps(
+    {
+        "candidates": [{"content": {"parts": [{"text": "Hello there, how can I help?"}], "role": "model"},
+                        "finishReason": "STOP", "index": 0}],
+        "usageMetadata": {"promptTokenCount": 100, "candidatesTokenCount": 30, "totalTokenCount": 130,
+                          "cachedContentTokenCount": 20},
+        "modelVersion": "gemini-2.5-flash", "responseId": "bench",
+    }
+).encode()  # fmt: skip
+GEMINI_TOKENS = (100, 30, 20, None, 130)
+
+
+def _json_handler(body: bytes) -> Callable[[Any], Any]:
+    return lambda request: httpx2.Response(200, content=body, headers={"content-type": "application/json"})
+
+
+def _anthropic(bench: Bench) -> Callable[[int], None]:
+    import anthropic
+
+    http = httpx2.Client(transport=httpx2.MockTransport(_json_handler(ANTHROPIC_BODY)))
+    client = anthropic.Anthropic(base_url="http://bench.test", api_key="sk-bench", max_retries=0, http_client=http)
+    messages = [{"role": "user", "content": "Say hello."}]
+
+    def run(n: int) -> None:
+        for _ in range(n):
+            client.messages.create(model="claude-sonnet-4-6", max_tokens=64, messages=messages)  # type: ignore[arg-type]
+
+    return run
+
+
+def _gemini(bench: Bench) -> Callable[[int], None]:
+    from google import genai
+    from google.genai import types
+
+    options = types.HttpOptions(
+        base_url="http://bench.test", client_args={"transport": httpx2.MockTransport(_json_handler(GEMINI_BODY))}
+    )
+    client = genai.Client(api_key="bench", http_options=options)
+
+    def run(n: int) -> None:
+        for _ in range(n):
+            client.models.generate_content(model="gemini-2.5-flash", contents="Say hello.")
+
+    return run
+
+
 def all_rows() -> list[Row]:
     return [
         Row("1", "openai sync create, httpx2 MockTransport", _sdk_sync(False), stream=False),
@@ -303,6 +359,10 @@ def all_rows() -> list[Row]:
         Row("7", "raw httpx.Client.post (0.28)", _raw(httpx, False), stream=False),
         Row("8", "raw httpx.Client.stream, 23 chunks", _raw(httpx, True), stream=True),
         Row("9", "loopback: openai sync create, tokentrail sim", _loopback, stream=False, loopback=True),
+        Row("10", "anthropic sync messages.create, httpx2 MockTransport", _anthropic, stream=False,
+            usage_seen=ANTHROPIC_TOKENS),
+        Row("11", "google-genai generate_content, httpx2 MockTransport", _gemini, stream=False,
+            usage_seen=GEMINI_TOKENS),
         Row("1o", "peer: OTel openai-v2 on row 1", _sdk_sync(False), stream=False, peer="otel"),
         Row("2o", "peer: OTel openai-v2 on row 2", _sdk_sync(True), stream=True, peer="otel"),
     ]
