@@ -159,9 +159,11 @@ class ScopedCall:
 
 
 def _scoped(fn: Any) -> Any:
-    # Processes get the current scope even when it is the default run, so a parent's run reaches
-    # its workers (threads need no such help: they share the process's default run).
-    return ScopedCall(fn, _scope.current_scope())
+    # Only an explicit scope travels with the task. Outside one, the worker's own default already
+    # is the parent's default run (inherited at fork, or from TOKENTRAIL_SCOPE at spawn), and a
+    # run() the task opens stays a root rather than nesting under that implicit bucket.
+    carried = _scope._current.get()
+    return fn if carried is None else ScopedCall(fn, carried)
 
 
 def _patched_process_submit(original: Any) -> Any:
