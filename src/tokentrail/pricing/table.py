@@ -90,7 +90,18 @@ def find(model: str, provider: str | None) -> tuple[Provider, ModelInfo] | None:
             return data.find_provider_model(ref, None, "litellm", None)
         except LookupError:
             pass
+    if pid is None:
+        # The table guesses a provider from model-name patterns that miss some first-party models
+        # (text-embedding-3-small on a local OpenAI-compatible server): ask the model makers in turn.
+        for maker in _MAKERS:
+            try:
+                return data.find_provider_model(ref, None, maker, None)
+            except LookupError:
+                continue
     return None
+
+
+_MAKERS = ("openai", "anthropic", "google", "mistral", "deepseek", "cohere", "x-ai")
 
 
 def model_count() -> tuple[int, int]:
