@@ -40,7 +40,18 @@ from tokentrail import scope as _scope
 from tokentrail._guard import guard
 from tokentrail.scope import Scope, ScopeKind
 
-__all__ = ["FRAMEWORKS", "Opened", "close_scope", "deactivate", "install", "live", "open_scope", "uninstall"]
+__all__ = [
+    "FRAMEWORKS",
+    "Opened",
+    "activate",
+    "close_scope",
+    "deactivate",
+    "enabled",
+    "install",
+    "live",
+    "open_scope",
+    "uninstall",
+]
 
 FRAMEWORKS: dict[str, str] = {
     "langchain": "langchain_core",
