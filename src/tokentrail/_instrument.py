@@ -57,7 +57,7 @@ def instrument(db: str | os.PathLike[str] | None = None, *, children: bool = Tru
         ConfigError: a price override file (``tokentrail.toml``, ``[tool.tokentrail]``) is invalid.
     """
     global _db
-    from tokentrail import capture, config, propagate
+    from tokentrail import capture, config, integrations, propagate
     from tokentrail.sinks.sqlite import SqliteSink
 
     path = config.db_path(db).resolve()
@@ -85,6 +85,7 @@ def instrument(db: str | os.PathLike[str] | None = None, *, children: bool = Tru
             _db = path
         capture.install()
         propagate.install()
+        integrations.install()  # framework names (LangChain, Agents SDK, pydantic-ai, CrewAI): never records
         _flush_on_sigterm()
         if children:
             from tokentrail.cli.run import environment
@@ -98,11 +99,12 @@ def instrument(db: str | os.PathLike[str] | None = None, *, children: bool = Tru
 def uninstrument() -> None:
     """Stop recording: unhook the HTTP libraries and threads, flush and close the ledger."""
     global _db
-    from tokentrail import capture, propagate
+    from tokentrail import capture, integrations, propagate
 
     with _lock:
         capture.uninstall()
         propagate.uninstall()
+        integrations.uninstall()
         for sink in pipeline.remove_sinks():
             with guard("sink.close"):
                 sink.close()

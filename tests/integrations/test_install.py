@@ -55,6 +55,7 @@ def test_install_imports_no_framework_and_adapts_one_imported_later() -> None:
 def test_uninstall_restores_what_install_wrapped(db: Path) -> None:
     pydantic_ai = pytest.importorskip("pydantic_ai")
     manager = pytest.importorskip("langchain_core.callbacks.manager")
+    integrations.uninstall()  # instrument() (the db fixture) installed them already
     originals = (pydantic_ai.Agent.__dict__["iter"], manager.AsyncCallbackManagerForChainRun.__dict__["on_chain_end"])
     assert {"langchain", "pydantic_ai"} <= set(integrations.install())
     assert integrations.install() == integrations.install()  # idempotent
