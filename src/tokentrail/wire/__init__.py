@@ -13,8 +13,16 @@ Parsers may offer three optional methods, used by the pipeline when present:
 
 from __future__ import annotations
 
-from tokentrail.wire import anthropic_messages, bedrock, cohere, gemini, ollama, openai_chat, openai_compat
-from tokentrail.wire import openai_responses
+from tokentrail.wire import (
+    anthropic_messages,
+    bedrock,
+    cohere,
+    gemini,
+    ollama,
+    openai_chat,
+    openai_compat,
+    openai_responses,
+)
 from tokentrail.wire._base import ParsedCall, RequestInfo, StreamOutcome, StreamParser, WireParser
 from tokentrail.wire.generic import GENERIC
 from tokentrail.wire.provider import known_provider, provider_for

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from collections.abc import Callable
 from typing import Any, Protocol
 
 from tokentrail.records import Flag
@@ -256,6 +256,15 @@ def request_info(body: bytes) -> RequestInfo:
     return RequestInfo(model=model if isinstance(model, str) else None, stream=fields.get("stream") is True)
 
 
+def as_partial(provenance: Provenance) -> Provenance:
+    """What a stream cut before its final usage makes of the counts seen: reported becomes partial."""
+    return Provenance(
+        input=Source.PARTIAL if provenance.input is Source.REPORTED else provenance.input,
+        output=Source.PARTIAL if provenance.output is Source.REPORTED else provenance.output,
+        tokenizer=provenance.tokenizer,
+    )
+
+
 def parsed(
     raw_usage: Any,
     spec: UsageMap,
@@ -270,10 +279,7 @@ def parsed(
     usage, provenance, flags = read_usage(raw_usage, spec)
     if not complete:
         # Whatever usage was seen before the stream broke is a floor, not the bill.
-        provenance = Provenance(
-            input=Source.PARTIAL if provenance.input is Source.REPORTED else provenance.input,
-            output=Source.PARTIAL if provenance.output is Source.REPORTED else provenance.output,
-        )
+        provenance = as_partial(provenance)
         flags.add(Flag.STREAM_INCOMPLETE)
     if extra_flags:
         flags |= extra_flags
@@ -309,6 +315,7 @@ class WholeBody:
 
 __all__ = [
     "REPORTED",
+    "as_partial",
     "ParsedCall",
     "RequestInfo",
     "StreamOutcome",

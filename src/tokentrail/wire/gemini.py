@@ -48,6 +48,7 @@ from tokentrail.wire._base import (
     StreamOutcome,
     UsageMap,
     WholeBody,
+    as_partial,
     json_value,
     loads,
     read_usage,
@@ -119,10 +120,7 @@ def _call(raw_usage: Any, *, model: Any, response_id: Any, complete: bool) -> Pa
     if not complete:
         # Cumulative usage seen before the cut is a floor, not the bill, on both sides: the
         # tool-use part of the input can still grow while the model calls built-in tools.
-        provenance = Provenance(
-            input=Source.PARTIAL if provenance.input is Source.REPORTED else provenance.input,
-            output=Source.PARTIAL if provenance.output is Source.REPORTED else provenance.output,
-        )
+        provenance = as_partial(provenance)
         flags.add(Flag.STREAM_INCOMPLETE)
     return ParsedCall(
         model=model if isinstance(model, str) and model else None,

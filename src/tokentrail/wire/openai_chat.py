@@ -15,8 +15,8 @@ Stream quirks:
 
 from __future__ import annotations
 
-from dataclasses import replace
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from tokentrail.wire._base import (

@@ -48,7 +48,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from tokentrail.records import Flag
-from tokentrail.usage import Provenance, Source, Usage
+from tokentrail.usage import Provenance, Usage
 from tokentrail.wire import openai_chat
 from tokentrail.wire._base import (
     ParsedCall,
@@ -56,6 +56,7 @@ from tokentrail.wire._base import (
     StreamOutcome,
     UsageMap,
     WholeBody,
+    as_partial,
     loads,
     parsed,
     read_usage,
@@ -167,10 +168,7 @@ def refine(result: ParsedCall, provider: str | None = None, api: str | None = No
     else:  # OpenAI's own meaning: the parser's reading stands
         return result
     if not result.complete:
-        provenance = Provenance(
-            input=Source.PARTIAL if provenance.input is Source.REPORTED else provenance.input,
-            output=Source.PARTIAL if provenance.output is Source.REPORTED else provenance.output,
-        )
+        provenance = as_partial(provenance)
     return replace(result, usage=usage, provenance=provenance, flags=frozenset((result.flags - _USAGE_FLAGS) | flags))
 
 

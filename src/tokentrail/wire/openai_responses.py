@@ -10,7 +10,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from tokentrail.wire._base import ParsedCall, RequestInfo, StreamOutcome, UsageMap, loads, parsed, request_info, top_level
+from tokentrail.wire._base import (
+    ParsedCall,
+    RequestInfo,
+    StreamOutcome,
+    UsageMap,
+    loads,
+    parsed,
+    request_info,
+    top_level,
+)
 from tokentrail.wire.sse import SseDecoder
 
 USAGE = UsageMap(
