@@ -455,7 +455,7 @@ class OtelToggle:
 def otel_unavailable() -> str | None:
     """Why the OTel peer rows cannot run, or None."""
     try:
-        import opentelemetry.instrumentation.openai_v2  # noqa: F401
+        import opentelemetry.instrumentation.openai_v2
         import opentelemetry.sdk.trace  # noqa: F401
     except Exception as exc:  # ImportError, or a version mismatch inside the package
         return f"opentelemetry-instrumentation-openai-v2 not usable: {exc!r}"

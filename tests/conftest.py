@@ -16,10 +16,10 @@ os.environ["TOKENTRAIL_STRICT"] = "1"
 os.environ.pop("TOKENTRAIL_DB", None)
 os.environ.pop("TOKENTRAIL_RUN", None)
 
-import tokentrail  # noqa: E402
-from tokentrail import report  # noqa: E402
-from tokentrail.sim import Simulator  # noqa: E402
-from tokentrail.sinks.sqlite import connect  # noqa: E402
+import tokentrail
+from tokentrail import report
+from tokentrail.sim import Simulator
+from tokentrail.sinks.sqlite import connect
 
 _real_connect = socket.socket.connect
 

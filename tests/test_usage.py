@@ -47,7 +47,7 @@ def test_addition_is_commutative(a: UsageTotals, b: UsageTotals) -> None:
 
 def test_adding_something_else_is_a_type_error() -> None:
     with pytest.raises(TypeError):
-        ZERO + 1  # type: ignore[operator]  # noqa: B018
+        ZERO + 1  # type: ignore[operator]
 
 
 # -- UsageTotals.of: one call ---------------------------------------------------------------------

@@ -32,7 +32,7 @@ def _strict() -> bool:
     return os.environ.get("TOKENTRAIL_STRICT", "") not in ("", "0", "false")
 
 
-class guard:  # noqa: N801 - used as a function: `with guard("site"):`
+class guard:
     """Run tokentrail's own bookkeeping; never let its errors reach the application.
 
     A class rather than a generator-based context manager: it sits on the capture hot path, where

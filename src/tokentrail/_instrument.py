@@ -68,7 +68,7 @@ def instrument(db: str | os.PathLike[str] | None = None, *, children: bool = Tru
     # Import what the background writer will need now, on the caller's thread: an import running
     # in the writer leaves half-initialised modules (httpx2, via genai-prices) in sys.modules, and
     # openai 2.x reads sys.modules["httpx2"] on every request.
-    import genai_prices.data  # noqa: F401
+    import genai_prices.data
     import genai_prices.data_snapshot  # noqa: F401
 
     from tokentrail.enrich import count, tokenizers  # noqa: F401

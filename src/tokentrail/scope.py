@@ -48,7 +48,7 @@ class ScopeKind(StrEnum):
 class _Totals:
     """Mutable running sums of one scope; only touched under `_totals_lock`."""
 
-    __slots__ = ("sums", "cost", "calls_without_cost", "last", "by_model", "by_agent")
+    __slots__ = ("by_agent", "by_model", "calls_without_cost", "cost", "last", "sums")
 
     def __init__(self, breakdowns: bool) -> None:
         self.sums = [0] * len(_TOTAL_KEYS)

@@ -17,8 +17,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.conftest import recorded
 from tokentrail.sim import ServedCall, Simulator
 from tokentrail.sinks.sqlite import connect

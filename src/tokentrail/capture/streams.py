@@ -59,7 +59,7 @@ def stream_classes(module: ModuleType) -> tuple[type, type]:
         return _classes[name]
 
     class ObservedStream(_Observer, module.SyncByteStream):  # type: ignore[misc,name-defined]
-        __slots__ = ("_inner", "_exchange", "_parser", "_first")
+        __slots__ = ("_exchange", "_first", "_inner", "_parser")
 
         def __init__(self, inner: Any, exchange: Exchange, parser: StreamParser) -> None:
             self._inner, self._exchange, self._parser, self._first = inner, exchange, parser, True
@@ -86,7 +86,7 @@ def stream_classes(module: ModuleType) -> tuple[type, type]:
                 self._finish(StreamOutcome.CLOSED_EARLY)
 
     class ObservedAsyncStream(_Observer, module.AsyncByteStream):  # type: ignore[misc,name-defined]
-        __slots__ = ("_inner", "_exchange", "_parser", "_first")
+        __slots__ = ("_exchange", "_first", "_inner", "_parser")
 
         def __init__(self, inner: Any, exchange: Exchange, parser: StreamParser) -> None:
             self._inner, self._exchange, self._parser, self._first = inner, exchange, parser, True

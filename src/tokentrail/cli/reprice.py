@@ -15,11 +15,10 @@ from typing import Any
 
 from tokentrail import config, pricing
 from tokentrail.cli._common import add_db_options
-from tokentrail.sinks.sqlite import pico
 from tokentrail.enrich.price import COST_MISMATCH, price_record
 from tokentrail.errors import StoreError
 from tokentrail.records import CallRecord
-from tokentrail.sinks.sqlite import connect
+from tokentrail.sinks.sqlite import connect, pico
 from tokentrail.usage import Usage
 
 _COLUMNS = (

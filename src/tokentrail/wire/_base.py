@@ -298,7 +298,7 @@ def parsed(
 class WholeBody:
     """A JSON body read through a streaming response: collected, then parsed once at the end."""
 
-    __slots__ = ("_parser", "_chunks")
+    __slots__ = ("_chunks", "_parser")
 
     def __init__(self, parser: WireParser) -> None:
         self._parser = parser
@@ -315,7 +315,6 @@ class WholeBody:
 
 __all__ = [
     "REPORTED",
-    "as_partial",
     "ParsedCall",
     "RequestInfo",
     "StreamOutcome",
@@ -323,6 +322,7 @@ __all__ = [
     "UsageMap",
     "WholeBody",
     "WireParser",
+    "as_partial",
     "json_value",
     "loads",
     "parsed",

@@ -120,7 +120,7 @@ class ChatStream:
     decoded later, off the caller's thread, if the stream carried no usage.
     """
 
-    __slots__ = ("_sse", "_model", "_id", "_usage", "_done", "_finished", "_error", "_events")
+    __slots__ = ("_done", "_error", "_events", "_finished", "_id", "_model", "_sse", "_usage")
 
     def __init__(self) -> None:
         self._events: list[bytes] = []

@@ -51,7 +51,7 @@ def output_text(response: Any) -> str:
 
 
 class ResponsesStream:
-    __slots__ = ("_sse", "_model", "_id", "_usage", "_done", "_deltas")
+    __slots__ = ("_deltas", "_done", "_id", "_model", "_sse", "_usage")
 
     def __init__(self) -> None:
         self._deltas: list[bytes] = []
