@@ -37,7 +37,9 @@ class Instrumentation:
         return f"<tokentrail instrumentation db={str(self.db)!r}>"
 
 
-def instrument(db: str | os.PathLike[str] | None = None, *, children: bool = True) -> Instrumentation:
+def instrument(
+    db: str | os.PathLike[str] | None = None, *, children: bool = True, anatomy: bool | None = None
+) -> Instrumentation:
     """Record every LLM HTTP call this process makes, from now on, into the ledger ``db``.
 
     Hooks ``httpx`` and ``httpx2`` clients (sync and async, clients created earlier included) and
@@ -51,6 +53,9 @@ def instrument(db: str | os.PathLike[str] | None = None, *, children: bool = Tru
             workers, ``subprocess``): sets ``TOKENTRAIL_AUTO``, ``TOKENTRAIL_DB`` and ``PYTHONPATH``
             in this process's environment, as ``tokentrail run`` does. Forked children always
             inherit capture.
+        anatomy: record each prompt's anatomy (tokens spent on tool definitions, tool results,
+            system prompt, earlier turns and the latest input; tools offered and called). Computed
+            after the response, off the caller's thread; default ``$TOKENTRAIL_ANATOMY``, else off.
 
     Raises:
         StoreError: the ledger cannot be opened or created (checked here, before any call is made).
@@ -76,6 +81,7 @@ def instrument(db: str | os.PathLike[str] | None = None, *, children: bool = Tru
     tokenizers.preimport()
     with _lock:
         pipeline.pricer = priced
+        pipeline.anatomy_on = anatomy if anatomy is not None else os.environ.get("TOKENTRAIL_ANATOMY") == "1"
         if _db != path:
             sink = SqliteSink(path)
             for old in pipeline.remove_sinks():

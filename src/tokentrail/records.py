@@ -124,6 +124,9 @@ class CallRecord:
     pid: int = 0
     host_name: str = ""
     tags: dict[str, str] = field(default_factory=dict)
+    anatomy: dict[str, Any] | None = None
+    """Where the prompt's tokens went (tool definitions, tool results, system, history, latest input;
+    tools offered and called), when prompt anatomy is on and the request body was seen."""
 
     @property
     def latency_ms(self) -> float | None:

@@ -82,6 +82,7 @@ CALL_FIELDS = (
     "raw_usage",
     "cost_usd",
     "price_version",
+    "anatomy",
 )
 
 
@@ -169,6 +170,7 @@ def call_dict(row: sqlite3.Row) -> dict[str, Any]:
     data["stream"] = bool(data["stream"])
     data["flags"] = [f for f in (data["flags"] or "").split(",") if f]
     data["raw_usage"] = json.loads(data["raw_usage"]) if data["raw_usage"] else None
+    data["anatomy"] = json.loads(data["anatomy"]) if data.get("anatomy") else None
     from datetime import UTC, datetime
 
     data["started_at"] = datetime.fromtimestamp(data["started_ns"] / 1e9, UTC).isoformat(timespec="milliseconds")

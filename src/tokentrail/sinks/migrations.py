@@ -116,6 +116,11 @@ def m002_cost_pico(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE calls ADD COLUMN cost_pico INTEGER")
 
 
+@migration
+def m003_anatomy(db: sqlite3.Connection) -> None:
+    db.execute("ALTER TABLE calls ADD COLUMN anatomy TEXT")
+
+
 def migrate(db: sqlite3.Connection) -> list[str]:
     """Apply the migrations not yet applied, each in its own transaction; returns their names.
 

@@ -55,6 +55,9 @@ class Sink(Protocol):
 Enricher = Callable[[CallRecord, "Exchange"], CallRecord]
 Pricer = Callable[[str, "str | None", "str | None", int, Usage, Any, str, frozenset[str]], "tuple[Cost | None, frozenset[str]]"]
 
+anatomy_on = False
+"""Record each prompt's anatomy (tokens per part); set by ``instrument(anatomy=True)``. Off by
+default: it tokenizes every prompt in the background, which costs CPU in proportion to its size."""
 pricer: Pricer | None = None
 """Prices a call from its parts while its record is built (one construction, no copy); set by instrument()."""
 
@@ -237,6 +240,13 @@ def build(exchange: Exchange) -> CallRecord:
         cost, frozen_flags = pricer(provider, model, info.model, exchange.started_ns, usage, result.raw_usage,
                                     parser.api, frozen_flags)  # fmt: skip
 
+    anatomy = None
+    if anatomy_on and exchange.body_sent and status is not CallStatus.NETWORK_ERROR:
+        from tokentrail.enrich.anatomy import anatomy as anatomy_of
+
+        parts = anatomy_of(parser.api, exchange.body_sent, model)
+        anatomy = None if parts is None else parts.as_dict()
+
     return CallRecord(
         id=new_id(),
         api=parser.api,
@@ -271,6 +281,7 @@ def build(exchange: Exchange) -> CallRecord:
         pid=os.getpid(),
         host_name=_HOST,
         tags=scope.tags,
+        anatomy=anatomy,
     )
 
 

@@ -19,7 +19,7 @@ CALL_COLUMNS = (
     "requested_model model stream status http_status error attempt started_ns latency_ns first_token_ns "
     "input_tokens output_tokens cache_read_tokens cache_write_tokens reasoning_tokens total_tokens "
     "input_source output_source usage_source tokenizer raw_usage cost_usd price_version flags response_id "
-    "call_site call_function call_module pid host_name tags cost_pico"
+    "call_site call_function call_module pid host_name tags cost_pico anatomy"
 ).split()
 _INSERT_CALL = f"INSERT OR IGNORE INTO calls ({', '.join(CALL_COLUMNS)}) VALUES ({', '.join('?' * len(CALL_COLUMNS))})"
 _INSERT_SCOPE = (
@@ -63,7 +63,7 @@ def call_row(r: CallRecord) -> tuple[object, ...]:
         None if r.cost is None else r.cost.price_version, ",".join(sorted(r.flags)), r.response_id,
         None if site is None else str(site), None if site is None else site.qualname,
         None if site is None else site.module, r.pid, r.host_name, json.dumps(r.tags) if r.tags else None,
-        None if r.cost is None else pico(r.cost.amount),
+        None if r.cost is None else pico(r.cost.amount), None if r.anatomy is None else json.dumps(r.anatomy),
     )  # fmt: skip
 
 
