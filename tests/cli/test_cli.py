@@ -155,3 +155,21 @@ def test_demo(tmp_path: Path) -> None:
     for agent in ("planner", "researcher", "judge", "writer"):
         assert agent in done.stdout
     assert "tokentrail.demo.helper.classify" in done.stdout
+
+
+def test_report_what_if_prices_the_recorded_usage_on_another_model(ledger: Path) -> None:
+    from decimal import Decimal
+
+    from tokentrail import pricing
+    from tokentrail.usage import Usage
+
+    done = tokentrail("report", "--db", str(ledger), "--by", "model", "--what-if", "gpt-4o", "--format", "json")
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    rates = pricing.rates_for("gpt-4o")
+    assert rates is not None
+    for row in data["rows"]:
+        expected = pricing.amount(rates, Usage(input_tokens=row["input_tokens"], output_tokens=row["output_tokens"],
+                                               cache_read_tokens=row["cache_read_tokens"] or 0))  # fmt: skip
+        assert Decimal(row["cost_if_gpt-4o"]) == expected  # one call per model here: per-call == per-group
+    assert Decimal(data["total"]["cost_if_gpt-4o"]) == sum(Decimal(r["cost_if_gpt-4o"]) for r in data["rows"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from decimal import Decimal
 
 from tokentrail import report
 from tokentrail.cli._common import add_db_options, open_db
@@ -19,6 +20,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help=f"comma-separated dimensions: {', '.join(report.DIMENSIONS)} (default: agent,model)",
     )
     p.add_argument("--format", "-f", choices=FORMATS, default="table")
+    p.add_argument(
+        "--what-if", metavar="MODEL", help="add what the recorded usage would have cost on MODEL (priced per call)"
+    )
     p.set_defaults(handler=main)
 
 
@@ -29,6 +33,17 @@ def main(args: argparse.Namespace) -> int:
     rows = report.summarize(db, dims, filters)
     total = report.totals(db, filters)
     columns = [*dims, *(name for name, _ in report.MEASURES)]
+    if args.what_if:
+        column = f"cost_if_{args.what_if}"
+        alternative = report.what_if(db, dims, args.what_if, filters)
+        for row in rows:
+            cost, priced, _ = alternative.get(tuple(row[d] for d in dims), (None, 0, 0))
+            row[column] = None if not priced else format(cost, "f")
+        total[column] = (
+            format(sum((c for c, p, _ in alternative.values() if p), Decimal(0)), "f")
+            if any(p for _, p, _ in alternative.values()) else None
+        )  # fmt: skip
+        columns.append(column)
     print(render(rows, columns, args.format, total=total if args.format in ("table", "markdown", "json") else None))
     lost = report.dropped(db)
     if lost and args.format in ("table", "markdown"):

@@ -15,7 +15,7 @@ from typing import Any
 
 from tokentrail.errors import ConfigError
 from tokentrail.sinks.sqlite import PICO
-from tokentrail.usage import UsageTotals
+from tokentrail.usage import Usage, UsageTotals
 
 DIMENSIONS: dict[str, str] = {
     "run": "run",
@@ -135,6 +135,36 @@ def totals(db: sqlite3.Connection, filters: Filters = Filters()) -> dict[str, An
     """The measures over every call the filters cover."""
     rows = summarize(db, [], filters)
     return rows[0] if rows else {name: None if name == "cost_usd" else 0 for name, _ in MEASURES}
+
+
+def what_if(db: sqlite3.Connection, by: Sequence[str], model: str, filters: Filters = Filters()) -> dict[tuple[Any, ...], Any]:
+    """What each group's recorded usage would have cost on ``model``, priced call by call (so
+    long-context tiers apply per call as the provider bills them). Values are Decimal USD, or None
+    when the model has no price or a call's counts are unknown (that call is left out and counted).
+
+    Returns ``{group key: (cost, calls_priced, calls_not_priced)}``.
+    """
+    from tokentrail import pricing
+
+    rates = pricing.rates_for(model)
+    where, params = filters.where()
+    keys = [f"{DIMENSIONS[d]} AS {d}" for d in by]
+    select = ", ".join([*keys, "input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens"])
+    out: dict[tuple[Any, ...], Any] = {}
+    for row in db.execute(f"SELECT {select} FROM calls {where}", params):
+        key = tuple(row[d] for d in by)
+        cost, priced, unpriced = out.get(key, (Decimal(0), 0, 0))
+        usage = Usage(
+            input_tokens=row["input_tokens"], output_tokens=row["output_tokens"],
+            cache_read_tokens=row["cache_read_tokens"], cache_write_tokens=row["cache_write_tokens"],
+            reasoning_tokens=row["reasoning_tokens"],
+        )  # fmt: skip
+        amount = None if rates is None else pricing.amount(rates, usage)
+        if amount is None:
+            out[key] = (cost, priced, unpriced + 1)
+        else:
+            out[key] = (cost + amount, priced + 1, unpriced)
+    return out
 
 
 def subtree_totals(db: sqlite3.Connection, id_path: str) -> UsageTotals:
