@@ -173,3 +173,23 @@ def test_report_what_if_prices_the_recorded_usage_on_another_model(ledger: Path)
                                                cache_read_tokens=row["cache_read_tokens"] or 0))  # fmt: skip
         assert Decimal(row["cost_if_gpt-4o"]) == expected  # one call per model here: per-call == per-group
     assert Decimal(data["total"]["cost_if_gpt-4o"]) == sum(Decimal(r["cost_if_gpt-4o"]) for r in data["rows"])
+
+
+def test_run_reaches_python_children_with_the_runs_scope(tmp_path: Path, sim: Simulator) -> None:
+    (tmp_path / "child.py").write_text(APP.replace('print("app done")', 'print("child done")'))
+    (tmp_path / "parent.py").write_text(textwrap.dedent("""
+        import subprocess, sys
+        import openai
+        client = openai.OpenAI(base_url=sys.argv[1] + "/v1", api_key="sk-test")
+        client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "parent"}])
+        subprocess.run([sys.executable, "child.py", sys.argv[1]], check=True)
+    """))  # fmt: skip
+    db = tmp_path / "family.db"
+    done = tokentrail("run", "--db", str(db), "--run", "family", "--agent", "launcher", "--",
+                      sys.executable, "parent.py", sim.url, cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "child done" in done.stdout
+    calls = [json.loads(line) for line in tokentrail("calls", "--db", str(db), "--format", "jsonl").stdout.splitlines()]
+    assert len(calls) == 4 and {c["run"] for c in calls} == {"family"}
+    assert {c["scope_path"] for c in calls} == {"family/launcher"}
+    assert {c["call_site"].split(":")[0] for c in calls} == {"parent.py", "child.py"}

@@ -79,3 +79,18 @@ def test_nothing_is_set_for_children_after_uninstrument(tmp_path: Path) -> None:
     with tokentrail.instrument(tmp_path / "x.db"):
         assert os.environ.get("TOKENTRAIL_AUTO") == "1"
     assert "TOKENTRAIL_AUTO" not in os.environ
+
+
+def test_pools_created_before_instrument_are_covered(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    tokentrail.uninstrument()
+    threads = ThreadPoolExecutor(max_workers=2)
+    processes = ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("fork"))
+    db = tmp_path / "late.db"
+    with tokentrail.instrument(db), tokentrail.run("late"), tokentrail.agent("pooled"):
+        threads.submit(workers.calls, 3).result()
+        processes.submit(workers.calls, 4).result()
+        processes.shutdown()
+        threads.shutdown()
+        assert Counter(c["scope_path"] for c in recorded(db, run="late")) == {"late/pooled": 7}
