@@ -93,6 +93,13 @@ def test_a_failing_part_leaves_the_call_identical(
         assert reply.model_dump() == expected_reply.model_dump()
     tokentrail.flush()
     assert sum(_guard.error_counts().values()) >= 1, "the error was not counted"
+    records = recorded(_current_db)
+    if target[0] is _exchange:  # capture itself failed: the call went out unobserved
+        assert records == []
+    elif target[1] == "add_call":  # the record was complete; only the live totals failed
+        assert [(r["input_tokens"], r["flags"]) for r in records] == [(9, [])]
+    else:  # parsing failed: the call is stored with what is certain, its usage unknown
+        assert [(r["status"], r["input_tokens"], r["flags"]) for r in records] == [("ok", None, ["unparsed"])]
 
 
 def _uninstrumented(stream: bool) -> tuple[Any, list[bytes]]:

@@ -128,17 +128,61 @@ def process_pending() -> None:
                 _ready.append(item)
                 continue
             _announce(item.scope)
+            record: CallRecord | None = None
             with guard("pipeline.build"):
-                record = build(item)
-                for enrich in _enrichers:
-                    with guard(f"enrich.{getattr(enrich, '__name__', 'step')}"):
-                        record = enrich(record, item)
+                try:
+                    record = build(item)
+                    for enrich in _enrichers:
+                        with guard(f"enrich.{getattr(enrich, '__name__', 'step')}"):
+                            record = enrich(record, item)
+                finally:
+                    # A bug of ours must not lose the call: it is stored with what is certain (who,
+                    # where, when, status), its usage unknown and flagged; the guard counts the error.
+                    if record is None:
+                        record = fallback_record(item)
+                    _ready.append(record)
+            with guard("pipeline.totals"):
                 add_call(item.scope, record.usage, record.provenance, record.model)
                 add_cost(item.scope, record.cost.amount if record.cost else None)
-                _ready.append(record)
                 for subscriber in _subscribers:
                     with guard("subscriber"):
                         subscriber(record)
+
+
+def fallback_record(exchange: Exchange) -> CallRecord:
+    """The record of an exchange whose parsing failed: facts only, usage unknown, flag ``unparsed``."""
+    scope = exchange.scope
+    run = scope.run or scope
+    code = exchange.status_code
+    if code is None:
+        status = CallStatus.NETWORK_ERROR
+    else:
+        status = CallStatus.OK if code < 400 else CallStatus.HTTP_ERROR
+    t_end = exchange.t_end or exchange.t0
+    return CallRecord(
+        id=new_id(),
+        api=exchange.parser.api,
+        provider=provider_for(exchange.host, exchange.parser.api),
+        host=exchange.host,
+        endpoint=exchange.path,
+        stream=exchange.streamed,
+        status=status,
+        http_status=code,
+        started_ns=exchange.started_ns,
+        latency_ns=t_end - exchange.t0,
+        flags=frozenset({Flag.UNPARSED}),
+        scope_id=scope.id,
+        scope_path=scope.name_path,
+        scope_id_path=scope.id_path,
+        run_id=run.id,
+        run=run.name,
+        agent=scope.agent,
+        step=scope.step,
+        tool=scope.tool,
+        pid=os.getpid(),
+        host_name=_HOST,
+        tags=scope.tags,
+    )
 
 
 def _announce(scope: Scope) -> None:
