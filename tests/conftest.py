@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import ipaddress
 import os
 import socket
@@ -51,6 +52,9 @@ def sim() -> Iterator[Simulator]:
 def db(tmp_path: Path) -> Iterator[Path]:
     """A fresh ledger with capture on (instrumented twice: installing must be idempotent)."""
     path = tmp_path / "ledger.db"
+    # Streams an earlier test abandoned are finalised now, into no ledger, rather than into this one.
+    gc.collect()
+    tokentrail.flush()
     tokentrail.instrument(path)
     tokentrail.instrument(path)
     try:

@@ -27,8 +27,9 @@ def test_anatomy_of_a_tool_loop(tmp_path: Path, sim: Simulator) -> None:
         {"role": "user", "content": "Now tell me about rivers."},
     ]  # fmt: skip
     with tokentrail.instrument(db, anatomy=True), openai.OpenAI(base_url=sim.url + "/v1", api_key="sk") as client:
-        client.chat.completions.create(model="gpt-4o-mini", messages=messages, tools=[TOOL])  # type: ignore[arg-type]
-        [call] = recorded(db)
+        with tokentrail.run("anatomy"):
+            client.chat.completions.create(model="gpt-4o-mini", messages=messages, tools=[TOOL])  # type: ignore[arg-type]
+        [call] = recorded(db, run="anatomy")
     anatomy = call["anatomy"]
     assert anatomy["tools_offered"] == ["search"] and anatomy["tools_called"] == ["search"]
     for part in ("tool_definitions", "tool_results", "system", "history", "latest_input"):
@@ -38,7 +39,7 @@ def test_anatomy_of_a_tool_loop(tmp_path: Path, sim: Simulator) -> None:
 
 
 def test_anatomy_is_off_by_default(db: Path, sim: Simulator) -> None:
-    with openai.OpenAI(base_url=sim.url + "/v1", api_key="sk") as client:
+    with openai.OpenAI(base_url=sim.url + "/v1", api_key="sk") as client, tokentrail.run("plain"):
         client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
-    [call] = recorded(db)
+    [call] = recorded(db, run="plain")
     assert call["anatomy"] is None
