@@ -6,7 +6,7 @@ import os
 import signal
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from tokentrail._guard import guard
 from tokentrail.sinks import pipeline
@@ -38,7 +38,11 @@ class Instrumentation:
 
 
 def instrument(
-    db: str | os.PathLike[str] | None = None, *, children: bool = True, anatomy: bool | None = None
+    db: str | os.PathLike[str] | None = None,
+    *,
+    children: bool = True,
+    anatomy: bool | None = None,
+    stream_usage: Literal["inject"] | None = None,
 ) -> Instrumentation:
     """Record every LLM HTTP call this process makes, from now on, into the ledger ``db``.
 
@@ -56,10 +60,15 @@ def instrument(
         anatomy: record each prompt's anatomy (tokens spent on tool definitions, tool results,
             system prompt, earlier turns and the latest input; tools offered and called). Computed
             after the response, off the caller's thread; default ``$TOKENTRAIL_ANATOMY``, else off.
+        stream_usage: ``"inject"`` asks OpenAI-compatible streams that did not ask for usage to
+            report it (``stream_options.include_usage``) and hides the extra usage chunk from the
+            caller, so the application sees the stream it would have seen; an endpoint that rejects
+            the option gets the original request. Default ``$TOKENTRAIL_STREAM_USAGE``, else off.
 
     Raises:
         StoreError: the ledger cannot be opened or created (checked here, before any call is made).
-        ConfigError: a price override file (``tokentrail.toml``, ``[tool.tokentrail]``) is invalid.
+        ConfigError: a price override file (``tokentrail.toml``, ``[tool.tokentrail]``) is invalid,
+            or ``stream_usage`` is not None or ``"inject"``.
     """
     global _db
     from tokentrail import capture, config, integrations, propagate
@@ -69,6 +78,9 @@ def instrument(
     from tokentrail import pricing
     from tokentrail.enrich.price import priced
 
+    from tokentrail.capture import inject
+
+    inject.configure(stream_usage if stream_usage is not None else os.environ.get("TOKENTRAIL_STREAM_USAGE") or None)
     pricing.configure()  # a bad tokentrail.toml raises ConfigError here, in the caller
     # Import what the background writer will need now, on the caller's thread: an import running
     # in the writer leaves half-initialised modules (httpx2, via genai-prices) in sys.modules, and

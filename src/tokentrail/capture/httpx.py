@@ -14,8 +14,8 @@ from types import ModuleType
 from typing import Any
 
 from tokentrail._guard import guard, suppress, suppressed
-from tokentrail.capture import _exchange
-from tokentrail.capture.streams import stream_classes
+from tokentrail.capture import _exchange, inject
+from tokentrail.capture.streams import filter_classes, stream_classes
 from tokentrail.wire._base import StreamOutcome
 
 MODULES = ("httpx", "httpx2")
@@ -29,7 +29,9 @@ def _body(request: Any) -> bytes | None:
         return None
 
 
-def _attach(exchange: _exchange.Exchange, response: Any, stream: bool, module: ModuleType, sync: bool) -> None:
+def _attach(
+    exchange: _exchange.Exchange, response: Any, stream: bool, module: ModuleType, sync: bool, injected: bool = False
+) -> None:
     if not stream:
         exchange.body_read(response.status_code, response.headers, response.content)
         return
@@ -40,9 +42,25 @@ def _attach(exchange: _exchange.Exchange, response: Any, stream: bool, module: M
         # nobody will read the stream, so the record is finished now.
         parser.feed(content)
         exchange.stream_finished(parser, StreamOutcome.COMPLETE, None)
+        if injected:
+            response._content = inject.filter_whole(content)
         return
     observed_sync, observed_async = stream_classes(module)
     response.stream = (observed_sync if sync else observed_async)(response.stream, exchange, parser)
+    if injected:  # the parser sees the stream as sent; the caller, as it would have been without the option
+        filtered_sync, filtered_async = filter_classes(module)
+        response.stream = (filtered_sync if sync else filtered_async)(response.stream)
+
+
+def _injected_request(module: ModuleType, request: Any, exchange: _exchange.Exchange) -> Any:
+    """The request with usage asked for (``stream_usage="inject"``), or None to send it as is."""
+    body = inject.injected_body(exchange.parser.api, _where(request), exchange.body_sent)
+    return None if body is None else inject.rebuild(module, request, body)
+
+
+def _where(request: Any) -> tuple[str, int | None, str]:
+    url = request.url
+    return (url.host, url.port, url.path)
 
 
 def _sync_send(original: Callable[..., Any], module: ModuleType) -> Callable[..., Any]:
@@ -57,17 +75,31 @@ def _sync_send(original: Callable[..., Any], module: ModuleType) -> Callable[...
             exchange = _exchange.start(request.method, url.host, url.path, request.headers, _body(request), library)
         if exchange is None:
             return original(self, request, stream=stream, **kwargs)
+        injected = None
+        if inject.mode is not None and stream:
+            with guard("inject.prepare"):
+                injected = _injected_request(module, request, exchange)
         try:
             # Suppressed below us: an httpx transport built on aiohttp or requests must not record the
             # same attempt a second time.
             with suppress():
-                response = original(self, request, stream=stream, **kwargs)
+                if injected is not None:
+                    response = original(self, injected, stream=stream, **kwargs)
+                    if response.status_code in inject.REJECTED_STATUSES:
+                        response.close()
+                        inject.rejected(_where(request))
+                        injected = None
+                        response = original(self, request, stream=stream, **kwargs)
+                else:
+                    response = original(self, request, stream=stream, **kwargs)
         except BaseException as exc:
             with guard("capture.failed"):
                 exchange.failed(exc)
             raise
         with guard("capture.finish"):
-            _attach(exchange, response, stream, module, sync=True)
+            if injected is not None:
+                response.request = request  # the caller's own request, as without injection
+            _attach(exchange, response, stream, module, sync=True, injected=injected is not None)
         return response
 
     setattr(send, _SENTINEL, original)
@@ -86,15 +118,29 @@ def _async_send(original: Callable[..., Any], module: ModuleType) -> Callable[..
             exchange = _exchange.start(request.method, url.host, url.path, request.headers, _body(request), library)
         if exchange is None:
             return await original(self, request, stream=stream, **kwargs)
+        injected = None
+        if inject.mode is not None and stream:
+            with guard("inject.prepare"):
+                injected = _injected_request(module, request, exchange)
         try:
             with suppress():
-                response = await original(self, request, stream=stream, **kwargs)
+                if injected is not None:
+                    response = await original(self, injected, stream=stream, **kwargs)
+                    if response.status_code in inject.REJECTED_STATUSES:
+                        await response.aclose()
+                        inject.rejected(_where(request))
+                        injected = None
+                        response = await original(self, request, stream=stream, **kwargs)
+                else:
+                    response = await original(self, request, stream=stream, **kwargs)
         except BaseException as exc:
             with guard("capture.failed"):
                 exchange.failed(exc)
             raise
         with guard("capture.finish"):
-            _attach(exchange, response, stream, module, sync=False)
+            if injected is not None:
+                response.request = request  # the caller's own request, as without injection
+            _attach(exchange, response, stream, module, sync=False, injected=injected is not None)
         return response
 
     setattr(send, _SENTINEL, original)

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from tokentrail.capture._exchange import Exchange
 
 _classes: dict[str, tuple[type, type]] = {}
+_filters: dict[str, tuple[type, type]] = {}
 
 
 class _Observer:
@@ -114,3 +115,49 @@ def stream_classes(module: ModuleType) -> tuple[type, type]:
 
     _classes[name] = (ObservedStream, ObservedAsyncStream)
     return _classes[name]
+
+
+def filter_classes(module: ModuleType) -> tuple[type, type]:
+    """(sync, async) byte streams that pass ``inner`` through `UsageChunkFilter`: what the caller sees
+    of a stream whose request tokentrail asked usage for (``stream_usage="inject"``)."""
+    name = module.__name__
+    if name in _filters:
+        return _filters[name]
+    from tokentrail.capture.inject import UsageChunkFilter
+
+    class FilteredStream(module.SyncByteStream):  # type: ignore[misc,name-defined]
+        def __init__(self, inner: Any) -> None:
+            self._inner = inner
+
+        def __iter__(self) -> Iterator[bytes]:
+            f = UsageChunkFilter()
+            for chunk in self._inner:
+                out = f.feed(chunk)
+                if out:
+                    yield out
+            out = f.finish()
+            if out:
+                yield out
+
+        def close(self) -> None:
+            self._inner.close()
+
+    class FilteredAsyncStream(module.AsyncByteStream):  # type: ignore[misc,name-defined]
+        def __init__(self, inner: Any) -> None:
+            self._inner = inner
+
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            f = UsageChunkFilter()
+            async for chunk in self._inner:
+                out = f.feed(chunk)
+                if out:
+                    yield out
+            out = f.finish()
+            if out:
+                yield out
+
+        async def aclose(self) -> None:
+            await self._inner.aclose()
+
+    _filters[name] = (FilteredStream, FilteredAsyncStream)
+    return _filters[name]

@@ -40,6 +40,8 @@ Faults are asked for per request with the `X-Sim-Fault` header, a comma-separate
   sends its headers and half its body, then closes.
 - `nousage`: send no usage at all (streams ignore `include_usage`; bodies have no `usage`,
   `usageMetadata`, or Ollama `prompt_eval_count`/`eval_count`).
+- `nostreamoptions`: answer 400 (`Unrecognized request argument supplied: stream_options`) to a request
+  that sets `stream_options`, as older OpenAI-compatible servers and Azure API versions do.
 
 `fail_rate` answers 500 with that probability (seeded, reproducible for a given request order) and
 `latency_ms` delays every answer (streams: 80% before the first byte, the rest between events).

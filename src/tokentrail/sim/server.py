@@ -76,7 +76,8 @@ class Fault:
 
 
 def parse_faults(value: str) -> list[Fault]:
-    """Parse `X-Sim-Fault`: comma-separated `CODE`, `cut`, `cut:K` or `nousage`, each optionally `*N`.
+    """Parse `X-Sim-Fault`: comma-separated `CODE`, `cut`, `cut:K`, `nousage` or `nostreamoptions`,
+    each optionally `*N`.
 
     Raises:
         ValueError: an item is not one of those.
@@ -96,10 +97,12 @@ def parse_faults(value: str) -> list[Fault]:
             faults.append(Fault(spec=spec, name=name, status=int(name), times=times))
         elif name == "cut" and (not colon or arg.isdigit()):
             faults.append(Fault(spec=spec, name=name, cut_after=int(arg) if colon else 2, times=times))
-        elif name == "nousage" and not colon:
+        elif name in ("nousage", "nostreamoptions") and not colon:
             faults.append(Fault(spec=spec, name=name, times=times))
         else:
-            raise ValueError(f"unknown fault {spec!r}; expected CODE, cut, cut:K or nousage, optionally *N")
+            raise ValueError(
+                f"unknown fault {spec!r}; expected CODE, cut, cut:K, nousage or nostreamoptions, optionally *N"
+            )
     return faults
 
 
@@ -336,6 +339,10 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(call, family, status_fault.status, message, fault=status_fault.name)
         if req is None:
             return self._error(call, family, 400, "We could not parse the JSON body of your request.", fault=None)
+        if "stream_options" in req and any(f.name == "nostreamoptions" for f in faults):
+            # An older OpenAI-compatible server (or an old Azure api-version) that rejects the option.
+            message = "Unrecognized request argument supplied: stream_options"
+            return self._error(call, family, 400, message, fault="nostreamoptions", param="stream_options")
         nousage = any(f.name == "nousage" for f in faults)
         try:
             answer = route.handler(_Request(body=req, params=params, query=query, sim=sim, usage=not nousage))
