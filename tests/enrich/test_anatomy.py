@@ -83,8 +83,13 @@ def test_chat_anatomy() -> None:
         "tools_offered",
         "tools_called",
         "tokenizer",
+        "source",
+        "tool_definitions_by_name",
+        "tool_results_by_name",
     ]
-    assert a.as_dict()["tokenizer"] == "o200k_base" and a.exact
+    assert a.as_dict()["tokenizer"] == "o200k_base" and a.exact and a.as_dict()["source"] == "counted"
+    assert a.as_dict()["tool_definitions_by_name"] == a.tool_definition_tokens_by_name
+    assert a.as_dict()["tool_results_by_name"] == a.tool_result_tokens_by_name
 
 
 def test_anthropic_agent_loop_latest_input_is_the_users_ask() -> None:

@@ -1,12 +1,19 @@
-"""``tokentrail report``: totals grouped by any of run, agent, step, tool, model, provider, api, …"""
+"""``tokentrail report``: totals grouped by any of run, agent, step, tool, model, provider, api, …
+
+When the selected calls have a prompt anatomy (recorded with ``instrument(anatomy=True)``), the
+anatomy sums are extra columns (``--anatomy`` / ``--no-anatomy`` force them on or off), and
+``--by tool`` adds a second table of tool tokens per tool name found in the requests.
+"""
 
 from __future__ import annotations
 
 import argparse
 from decimal import Decimal
+from typing import Any
 
 from tokentrail import report
 from tokentrail.cli._common import add_db_options, open_db
+from tokentrail.report import anatomy
 from tokentrail.report.text import FORMATS, render
 
 
@@ -23,6 +30,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument(
         "--what-if", metavar="MODEL", help="add what the recorded usage would have cost on MODEL (priced per call)"
     )
+    p.add_argument(
+        "--anatomy",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="prompt-anatomy columns (tokens of tool definitions, tool results, system, history, latest input)"
+        " and, with --by tool, tokens per tool name (default: shown when any selected call has an anatomy)",
+    )
     p.set_defaults(handler=main)
 
 
@@ -30,9 +44,10 @@ def main(args: argparse.Namespace) -> int:
     dims = report.parse_dims(args.by)
     db = open_db(args)
     filters = report.Filters(run=args.run)
-    rows = report.summarize(db, dims, filters)
-    total = report.totals(db, filters)
-    columns = [*dims, *(name for name, _ in report.MEASURES)]
+    show = args.anatomy if args.anatomy is not None else anatomy.present(db, filters)
+    rows = report.summarize(db, dims, filters, anatomy=show)
+    total = report.totals(db, filters, anatomy=show)
+    columns = [*dims, *(name for name, _ in report.measures(anatomy=show))]
     if args.what_if:
         column = f"cost_if_{args.what_if}"
         alternative = report.what_if(db, dims, args.what_if, filters)
@@ -44,11 +59,33 @@ def main(args: argparse.Namespace) -> int:
             if any(p for _, p, _ in alternative.values()) else None
         )  # fmt: skip
         columns.append(column)
-    print(render(rows, columns, args.format, total=total if args.format in ("table", "markdown", "json") else None))
+    by_name = anatomy.by_tool_name(db, dims, filters) if show and "tool" in dims else None
+    extra = {"by_tool_name": by_name} if by_name is not None else None
+    print(render(rows, columns, args.format, total=total if args.format in ("table", "markdown", "json") else None,
+                 extra=extra))  # fmt: skip
+    if by_name is not None and args.format != "json":
+        _print_by_tool_name(by_name, [d for d in dims if d != "tool"], args.format)
     lost = report.dropped(db)
     if lost and args.format in ("table", "markdown"):
         print(f"\nwarning: {lost:,} record(s) were dropped (queue overflow) and are not in these totals")
     without = total.get("calls_without_usage") or 0
     if without and args.format in ("table", "markdown"):
         print(f"\nnote: {without:,} call(s) had no usage (no_usage column); their tokens are not in the sums")
+    if show and args.format in ("table", "markdown"):
+        for note in anatomy.notes(db, filters, total, by_tool_name=by_name is not None):
+            print(f"\nnote: {note}")
     return 0
+
+
+def _print_by_tool_name(rows: list[dict[str, Any]], dims: list[str], fmt: str) -> None:
+    columns = [*dims, *anatomy.TOOL_NAME_COLUMNS]
+    if fmt == "csv":
+        print()  # a second CSV table, after one empty line
+    else:
+        print(
+            "\nTool tokens by tool name in the requests (the tool column above is the tokentrail.tool() scope;"
+            "\nin_history = calls whose request history held a call of the tool):"
+        )
+        if fmt == "markdown":
+            print()
+    print(render(rows, columns, fmt) if rows or fmt == "csv" else "(no tool was offered or called in these requests)")

@@ -21,6 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from tokentrail.usage import Source
+
 from .count import UNKNOWN_TOOL, analyze
 
 __all__ = ["UNKNOWN_TOOL", "Anatomy", "anatomy"]
@@ -49,7 +51,13 @@ class Anatomy:
     """Tokens of tool results per tool name (``"(unknown)"`` when the call is not in the request)."""
 
     def as_dict(self) -> dict[str, Any]:
-        """The parts and tool names, for JSON: the keys a record stores."""
+        """The parts and tool names, for JSON: the keys a record stores.
+
+        Beside the five parts and the tool names: ``tokenizer`` and ``source`` (``"counted"`` with the
+        model's own tokenizer, else ``"estimated"``), and the per-tool-name token counts
+        ``tool_definitions_by_name`` and ``tool_results_by_name`` that ``tokentrail report --by tool``
+        sums per tool name.
+        """
         return {
             "tool_definitions": self.tool_definitions,
             "tool_results": self.tool_results,
@@ -59,6 +67,9 @@ class Anatomy:
             "tools_offered": list(self.tools_offered),
             "tools_called": list(self.tools_called),
             "tokenizer": self.tokenizer,
+            "source": (Source.COUNTED if self.exact else Source.ESTIMATED).value,
+            "tool_definitions_by_name": dict(self.tool_definition_tokens_by_name),
+            "tool_results_by_name": dict(self.tool_result_tokens_by_name),
         }
 
 

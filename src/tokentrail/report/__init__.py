@@ -1,7 +1,8 @@
 """Queries over the ledger, shared by the CLI and the dashboard.
 
 Sums skip unknown counts (SQL ``SUM`` ignores NULL) and every group says how many of its calls had no
-usage, so a total never hides what it could not include.
+usage, so a total never hides what it could not include. Prompt-anatomy columns and the per-tool-name
+view are in `tokentrail.report.anatomy`.
 """
 
 from __future__ import annotations
@@ -114,14 +115,29 @@ def parse_dims(by: str | Sequence[str]) -> list[str]:
     return names
 
 
-def summarize(db: sqlite3.Connection, by: Sequence[str], filters: Filters = Filters()) -> list[dict[str, Any]]:
-    """One row per group of ``by``, largest total first, with the `MEASURES`."""
+def summarize(
+    db: sqlite3.Connection, by: Sequence[str], filters: Filters = Filters(), *, anatomy: bool = False
+) -> list[dict[str, Any]]:
+    """One row per group of ``by``, largest total first, with the `MEASURES`.
+
+    With ``anatomy``, also the prompt-anatomy sums of `tokentrail.report.anatomy.MEASURES` (NULL for a
+    group none of whose calls has an anatomy).
+    """
     where, params = filters.where()
     keys = [f"{DIMENSIONS[d]} AS {d}" for d in by]
-    select = ", ".join(keys + [f"{expr} AS {name}" for name, expr in MEASURES])
+    select = ", ".join(keys + [f"{expr} AS {name}" for name, expr in measures(anatomy=anatomy)])
     group = f"GROUP BY {', '.join(by)} ORDER BY SUM(total_tokens) DESC NULLS LAST, calls DESC" if by else ""
     rows = db.execute(f"SELECT {select} FROM calls {where} {group}", params).fetchall()
     return [_money(dict(row)) for row in rows if row["calls"]]
+
+
+def measures(*, anatomy: bool = False) -> tuple[tuple[str, str], ...]:
+    """The report's columns → SQL aggregates: `MEASURES`, plus the anatomy sums with ``anatomy``."""
+    if not anatomy:
+        return MEASURES
+    from tokentrail.report.anatomy import MEASURES as ANATOMY
+
+    return MEASURES + ANATOMY
 
 
 def _money(row: dict[str, Any]) -> dict[str, Any]:
@@ -131,10 +147,14 @@ def _money(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def totals(db: sqlite3.Connection, filters: Filters = Filters()) -> dict[str, Any]:
-    """The measures over every call the filters cover."""
-    rows = summarize(db, [], filters)
-    return rows[0] if rows else {name: None if name == "cost_usd" else 0 for name, _ in MEASURES}
+def totals(db: sqlite3.Connection, filters: Filters = Filters(), *, anatomy: bool = False) -> dict[str, Any]:
+    """The measures over every call the filters cover (see `summarize` for ``anatomy``)."""
+    rows = summarize(db, [], filters, anatomy=anatomy)
+    if rows:
+        return rows[0]
+    # No calls: the cost and the anatomy parts are unknown (no call had any), the rest count nothing.
+    nulls = {"cost_usd", "tool_definitions", "tool_results", "system", "history", "latest_input"}
+    return {name: None if name in nulls else 0 for name, _ in measures(anatomy=anatomy)}
 
 
 def what_if(db: sqlite3.Connection, by: Sequence[str], model: str, filters: Filters = Filters()) -> dict[tuple[Any, ...], Any]:

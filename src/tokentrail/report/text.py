@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 FORMATS = ("table", "json", "csv", "markdown")
@@ -20,6 +20,14 @@ _SHORT = {
     "calls_without_usage": "no_usage",
     "calls_without_cost": "no_cost",
     "cost_usd": "cost_usd",
+    "tool_definitions": "tool_defs",
+    "latest_input": "latest",
+    "calls_without_anatomy": "no_anatomy",
+    "calls_anatomy_estimated": "anat_est",
+    "tool_definition_tokens": "definition_tokens",
+    "tool_result_tokens": "result_tokens",
+    "calls_offered": "offered",
+    "calls_in_history": "in_history",
 }
 
 
@@ -35,10 +43,23 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def render(rows: Sequence[dict[str, Any]], columns: Sequence[str], fmt: str, *, total: dict[str, Any] | None = None) -> str:
-    """Render ``rows`` (dicts) with ``columns`` in ``fmt`` (one of `FORMATS`)."""
+def render(
+    rows: Sequence[dict[str, Any]],
+    columns: Sequence[str],
+    fmt: str,
+    *,
+    total: dict[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> str:
+    """Render ``rows`` (dicts) with ``columns`` in ``fmt`` (one of `FORMATS`).
+
+    In JSON, ``total`` and ``extra`` (more top-level keys, e.g. a second table) make the output an
+    object with ``rows``; the other formats ignore ``extra``.
+    """
     if fmt == "json":
-        return json.dumps({"rows": list(rows), "total": total} if total is not None else list(rows), indent=2, default=str)
+        if total is None and not extra:
+            return json.dumps(list(rows), indent=2, default=str)
+        return json.dumps({"rows": list(rows), "total": total, **(extra or {})}, indent=2, default=str)
     if fmt == "csv":
         out = io.StringIO()
         writer = csv.DictWriter(out, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
