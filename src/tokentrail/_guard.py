@@ -23,7 +23,7 @@ log = logging.getLogger("tokentrail")
 
 _errors: Counter[str] = Counter()
 _lock = threading.Lock()
-_suppressed: contextvars.ContextVar[bool] = contextvars.ContextVar("tokentrail_suppressed", default=False)
+SUPPRESSED: contextvars.ContextVar[bool] = contextvars.ContextVar("tokentrail_suppressed", default=False)
 
 
 def _strict() -> bool:
@@ -95,13 +95,13 @@ def reset_error_counts() -> None:
 @contextlib.contextmanager
 def suppress() -> Iterator[None]:
     """HTTP sent inside this block is tokentrail's own and is not recorded."""
-    token = _suppressed.set(True)
+    token = SUPPRESSED.set(True)
     try:
         yield
     finally:
-        _suppressed.reset(token)
+        SUPPRESSED.reset(token)
 
 
 def suppressed() -> bool:
     """True inside `suppress()`."""
-    return _suppressed.get()
+    return SUPPRESSED.get()

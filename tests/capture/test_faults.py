@@ -74,17 +74,21 @@ def call(stream: bool) -> tuple[Any, list[bytes]]:
         ((_exchange, "start"), False),
         ((_exchange, "start"), True),
         ((openai_chat.ChatCompletions, "parse"), False),
-        ((openai_chat.ChatStream, "feed"), True),
-        ((openai_chat.ChatStream, "finish"), True),
+        ((openai_chat.ChatCompletions, "parse_stream"), True),  # a stream held whole is parsed in one go
+        ((openai_chat.ChatStream, "feed"), "declined"),  # … else (declined, or past 1 MiB) event by event
+        ((openai_chat.ChatStream, "finish"), "declined"),
         ((pipeline, "build"), False),
         ((pipeline, "build"), True),
         ((pipeline, "add_call"), False),
     ],
-    ids=lambda v: v[1] if isinstance(v, tuple) else ("stream" if v else "body"),
+    ids=lambda v: v[1] if isinstance(v, tuple) else (f"{v}-stream" if isinstance(v, str) else "stream" if v else "body"),
 )
 def test_a_failing_part_leaves_the_call_identical(
-    db: Path, lenient: None, monkeypatch: pytest.MonkeyPatch, target: tuple[Any, str], stream: bool
+    db: Path, lenient: None, monkeypatch: pytest.MonkeyPatch, target: tuple[Any, str], stream: bool | str
 ) -> None:
+    if stream == "declined":
+        monkeypatch.setattr(openai_chat.ChatCompletions, "parse_stream", lambda self, data, outcome: None)
+    stream = bool(stream)
     expected_reply, expected_raw = _uninstrumented(stream)
     monkeypatch.setattr(*target, boom)
     with tokentrail.run("faulty"):  # streams abandoned by earlier tests may land in this ledger too

@@ -24,7 +24,7 @@ from ..conftest import recorded
 from ._clients import OPENAI_MAJOR, http
 
 MESSAGES = [{"role": "user", "content": "Tell me how tokens are counted, in two sentences."}]
-_ID = re.compile(rb'"id":"[^"]*"')
+_ID = re.compile(rb'"id":"[^"]*"|"created":\d+')
 
 
 @pytest.fixture
@@ -47,13 +47,14 @@ def _chunks(client: openai.OpenAI, **kwargs: Any) -> list[dict[str, Any]]:
 
 
 def _without_id(chunk: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in chunk.items() if k != "id"}  # the simulator's ids number its answers
+    # The simulator numbers its answers and stamps them with the time.
+    return {k: v for k, v in chunk.items() if k not in ("id", "created")}
 
 
 def _raw(sim: Simulator, body: dict[str, Any], headers: dict[str, str] | None = None) -> bytes:
-    """The bytes a raw httpx stream gives the caller (ids blanked: the simulator numbers answers)."""
+    """The bytes a raw httpx stream gives the caller (ids and timestamps blanked)."""
     with http.Client() as client, client.stream("POST", sim.url + "/v1/chat/completions", json=body, headers=headers) as r:
-        return _ID.sub(b'"id":""', b"".join(r.iter_raw()))
+        return _ID.sub(b"", b"".join(r.iter_raw()))
 
 
 def test_sdk_stream_is_what_it_would_have_been_and_usage_is_reported(sim: Simulator, injecting: Path) -> None:

@@ -334,10 +334,8 @@ FAILING_PARTS = [
     ((_exchange.Exchange, "stream_started"), True, None),
     ((_exchange.Exchange, "stream_finished"), True, None),
     ((_exchange.Exchange, "stream_finished"), True, "cut:2"),
-    ((openai_chat.ChatStream, "feed"), True, None),
-    ((openai_chat.ChatStream, "feed"), True, "cut:2"),
-    ((openai_chat.ChatStream, "finish"), True, None),
-    ((openai_chat.ChatStream, "finish"), True, "cut:2"),
+    ((openai_chat.ChatCompletions, "parse_stream"), True, None),
+    ((openai_chat.ChatCompletions, "parse_stream"), True, "cut:2"),
     ((capture.ObservedRaw, "_got"), True, None),
 ]
 

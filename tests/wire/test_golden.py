@@ -8,7 +8,8 @@ Layout (after genai-prices' ``tests/dataset/``)::
     tests/payloads/<family>/SOURCE.md             one "SOURCE <case>: …" line per case
 
 A ``.json`` body goes through the family's ``parse``; an ``.sse`` body through its ``stream()``, fed
-in one piece and again in 7-byte pieces, finished with ``StreamOutcome.COMPLETE``. Any difference from
+in one piece and again in 7-byte pieces, finished with ``StreamOutcome.COMPLETE``, and through its
+``parse_stream`` where it has one (unless that declines). Any difference from
 ``.expected.json`` fails.
 
 The expected files state the conventions (ARCHITECTURE.md §2), not whatever the code printed: write
@@ -85,6 +86,11 @@ def derive(path: Path) -> list[tuple[str, dict[str, Any]]]:
         for i in range(0, len(raw), size):
             stream.feed(raw[i : i + size])
         out.append((how, normalized(stream.finish(StreamOutcome.COMPLETE))))
+    whole = getattr(parser, "parse_stream", None)  # the one-go path for a stream held in memory
+    if whole is not None:
+        result = whole(raw, StreamOutcome.COMPLETE)
+        if result is not None:
+            out.append(("parse_stream", normalized(result)))
     return out
 
 

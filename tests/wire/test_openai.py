@@ -20,7 +20,7 @@ from tokentrail.records import Flag
 from tokentrail.usage import Provenance, Source, Usage
 from tokentrail.wire import PARSERS, detect
 from tokentrail.wire._base import ParsedCall, StreamOutcome, WholeBody, json_value
-from tokentrail.wire.openai_chat import CHAT, COMPLETIONS, EMBEDDINGS, ChatStream
+from tokentrail.wire.openai_chat import CHAT, COMPLETIONS, EMBEDDINGS, ChatStream, parse_stream
 from tokentrail.wire.openai_responses import RESPONSES, ResponsesStream
 
 from ..strategies import splits, usages
@@ -755,3 +755,58 @@ def test_every_parser_is_registered_once() -> None:
     assert len(PARSERS) == len({id(p) for p in PARSERS})
     assert {p.api.split(".")[0] for p in PARSERS} >= {"openai", "anthropic", "gemini", "bedrock", "cohere", "ollama"}
     assert CHAT.matches("POST", "/v1/chat/completions") and not COMPLETIONS.matches("POST", "/v1/chat/completions")
+
+
+# -- the one-go parse of a stream held in memory agrees with the incremental one -------------------
+
+_CHUNK = st.fixed_dictionaries(
+    {"id": st.sampled_from(["", "c1"]), "model": st.sampled_from(["", "gpt-4o", "m"])},
+    optional={
+        "choices": st.lists(
+            st.fixed_dictionaries(
+                {"index": st.just(0), "delta": st.fixed_dictionaries({}, optional={"content": st.text(max_size=8)})},
+                optional={"finish_reason": st.sampled_from([None, "stop", "length"])},
+            ),
+            max_size=1,
+        ),
+        "usage": st.one_of(
+            st.none(),
+            st.fixed_dictionaries(
+                {"prompt_tokens": st.integers(0, 99), "completion_tokens": st.integers(0, 99)},
+                optional={"total_tokens": st.integers(0, 200)},
+            ),
+        ),
+        "x_groq": st.fixed_dictionaries(
+            {"usage": st.fixed_dictionaries({"prompt_tokens": st.integers(0, 9), "completion_tokens": st.integers(0, 9)})}
+        ),
+    },
+)
+_EXTRA = st.sampled_from([b"", b": keep-alive\n\n", b"data: [DONE]\n\n", b"event: x\ndata: {}\n\n", b"data: 7\n\n", b"data: {\"a\"", b"\r\n"])
+
+
+@given(
+    chunks=st.lists(_CHUNK, max_size=6),
+    extras=st.lists(st.tuples(st.integers(0, 6), _EXTRA), max_size=2),
+    spaced=st.booleans(),
+    outcome=st.sampled_from(list(StreamOutcome)),
+)
+@settings(max_examples=400, deadline=None)
+def test_parse_stream_agrees_with_chat_stream(
+    chunks: list[dict[str, Any]], extras: list[tuple[int, bytes]], spaced: bool, outcome: StreamOutcome
+) -> None:
+    separators = (", ", ": ") if spaced else (",", ":")
+    events = [b"data: " + json.dumps(c, separators=separators).encode() + b"\n\n" for c in chunks]
+    for at, extra in extras:
+        events.insert(min(at, len(events)), extra)
+    raw = b"".join(events)
+    whole = parse_stream(raw, outcome)
+    if whole is None:
+        return  # declined: the incremental parser handles it
+    stream = ChatStream()
+    stream.feed(raw)
+    expected = stream.finish(outcome)
+    assert (whole.model, whole.response_id, whole.usage, whole.provenance, whole.flags, whole.complete, whole.raw_usage) == (
+        expected.model, expected.response_id, expected.usage, expected.provenance, expected.flags, expected.complete,
+        expected.raw_usage,
+    )  # fmt: skip
+    assert (whole.output_text and whole.output_text()) == (expected.output_text and expected.output_text())

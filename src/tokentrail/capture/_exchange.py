@@ -155,8 +155,21 @@ class Deferred:
             parser.feed(chunk)
 
     def finish(self, outcome: StreamOutcome) -> ParsedCall:
+        chunks = self._chunks
+        whole = getattr(self._wire, "parse_stream", None)
+        if chunks is not None and whole is not None and self._is_sse():
+            # Every chunk is still here: the family may parse the stream in one go, far cheaper
+            # than event by event. It declines (None) whatever it cannot read exactly that way.
+            result = whole(b"".join(chunks), outcome)
+            if result is not None:
+                self._chunks = None
+                return result
         self._drain()
         return self._incremental().finish(outcome)
+
+    def _is_sse(self) -> bool:
+        content_type = self._headers.get("content-type", "") if self._headers is not None else ""
+        return content_type.partition(";")[0].strip().lower() == "text/event-stream"
 
 
 def start(method: str, host: str, path: str, headers: Any, body: bytes | None, library: str) -> Exchange | None:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-from tokentrail._guard import guard, suppress, suppressed
+from tokentrail._guard import SUPPRESSED, guard, suppressed
 from tokentrail.capture import _exchange, inject
 from tokentrail.capture.streams import filter_classes, stream_classes
 from tokentrail.wire._base import StreamOutcome
@@ -82,7 +82,8 @@ def _sync_send(original: Callable[..., Any], module: ModuleType) -> Callable[...
         try:
             # Suppressed below us: an httpx transport built on aiohttp or requests must not record the
             # same attempt a second time.
-            with suppress():
+            token = SUPPRESSED.set(True)  # suppress(), without a generator's cost on every call
+            try:
                 if injected is not None:
                     response = original(self, injected, stream=stream, **kwargs)
                     if response.status_code in inject.REJECTED_STATUSES:
@@ -92,6 +93,8 @@ def _sync_send(original: Callable[..., Any], module: ModuleType) -> Callable[...
                         response = original(self, request, stream=stream, **kwargs)
                 else:
                     response = original(self, request, stream=stream, **kwargs)
+            finally:
+                SUPPRESSED.reset(token)
         except BaseException as exc:
             with guard("capture.failed"):
                 exchange.failed(exc)
@@ -123,7 +126,8 @@ def _async_send(original: Callable[..., Any], module: ModuleType) -> Callable[..
             with guard("inject.prepare"):
                 injected = _injected_request(module, request, exchange)
         try:
-            with suppress():
+            token = SUPPRESSED.set(True)  # suppress(), without a generator's cost on every call
+            try:
                 if injected is not None:
                     response = await original(self, injected, stream=stream, **kwargs)
                     if response.status_code in inject.REJECTED_STATUSES:
@@ -133,6 +137,8 @@ def _async_send(original: Callable[..., Any], module: ModuleType) -> Callable[..
                         response = await original(self, request, stream=stream, **kwargs)
                 else:
                     response = await original(self, request, stream=stream, **kwargs)
+            finally:
+                SUPPRESSED.reset(token)
         except BaseException as exc:
             with guard("capture.failed"):
                 exchange.failed(exc)

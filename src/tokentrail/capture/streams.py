@@ -31,15 +31,10 @@ class _Observer:
     _parser: StreamParser
     _first: bool
 
-    def _feed(self, chunk: bytes) -> None:
-        if self._first:
-            self._first = False
-            if self._exchange is not None:
-                self._exchange.t_first = time.perf_counter_ns()
-        try:  # a bare try: guard() would cost more than the feed itself, once per chunk
-            self._parser.feed(chunk)
-        except Exception as exc:
-            failed("stream.chunk", exc)
+    def _first_chunk(self) -> None:
+        self._first = False
+        if self._exchange is not None:
+            self._exchange.t_first = time.perf_counter_ns()
 
     def _finish(self, outcome: StreamOutcome, error: BaseException | None = None) -> None:
         exchange, self._exchange = self._exchange, None
@@ -68,10 +63,15 @@ def stream_classes(module: ModuleType) -> tuple[type, type]:
         def __iter__(self) -> Iterator[bytes]:
             outcome = StreamOutcome.CLOSED_EARLY
             error: BaseException | None = None
-            feed = self._feed
+            feed = self._parser.feed
             try:
                 for chunk in self._inner:
-                    feed(chunk)
+                    if self._first:
+                        self._first_chunk()
+                    try:  # zero-cost in CPython 3.11+; a guard() here would cost more than the feed
+                        feed(chunk)
+                    except Exception as exc:
+                        failed("stream.chunk", exc)
                     yield chunk
                 outcome = StreamOutcome.COMPLETE
             except Exception as exc:
@@ -95,10 +95,15 @@ def stream_classes(module: ModuleType) -> tuple[type, type]:
         async def __aiter__(self) -> AsyncIterator[bytes]:
             outcome = StreamOutcome.CLOSED_EARLY
             error: BaseException | None = None
-            feed = self._feed
+            feed = self._parser.feed
             try:
                 async for chunk in self._inner:
-                    feed(chunk)
+                    if self._first:
+                        self._first_chunk()
+                    try:
+                        feed(chunk)
+                    except Exception as exc:
+                        failed("stream.chunk", exc)
                     yield chunk
                 outcome = StreamOutcome.COMPLETE
             except Exception as exc:

@@ -163,9 +163,63 @@ class ChatStream:
                       output_text=lambda: "".join(_choices_text(loads(e)) for e in events))  # fmt: skip
 
 
+def parse_stream(data: bytes, outcome: StreamOutcome) -> ParsedCall | None:
+    """A whole stream held in memory, parsed at once: the result `ChatStream` gives for the same bytes,
+    for a fraction of the work (a split, substring tests, and a JSON parse of only the events that
+    name the model or carry usage). None when the stream needs the general decoder: CR line ends,
+    comments, named or multi-line events, an error event, an event that is not a JSON object."""
+    if b"\r" in data or b'"error"' in data:
+        return None
+    end = data.rfind(b"\n\n")
+    head = data[:end] if end >= 0 else b""  # an event left without its blank line is dropped (SSE spec)
+    events: list[bytes] = []
+    done = False
+    for block in head.split(b"\n\n") if head else ():
+        if block.startswith(b"data: ") and b"\n" not in block:
+            payload = block[6:]
+            if payload == b"[DONE]":
+                done = True
+            else:
+                events.append(payload)
+        elif block:
+            return None
+    model: object = None
+    response_id: object = None
+    usage: object = None
+    prefix = 0  # events up to the first that names a model are all parsed by ChatStream
+    for payload in events:
+        prefix += 1
+        obj = loads(payload)
+        if type(obj) is not dict:
+            return None
+        found = _stream_usage(obj)
+        if found is not None:
+            usage = found
+        model, response_id = obj.get("model") or None, obj.get("id") or None
+        if model:
+            break
+    for i in range(len(events) - 1, prefix - 1, -1):  # the last usage wins (vLLM sends it on every chunk)
+        payload = events[i]
+        if b'"usage"' in payload and has_object(payload, b'"usage"'):
+            obj = loads(payload)
+            if type(obj) is not dict:
+                return None
+            found = _stream_usage(obj)
+            if found is not None:
+                usage = found
+                break
+    finished = b'"finish_reason":"' in head or b'"finish_reason": "' in head
+    complete = done or (outcome is StreamOutcome.COMPLETE and finished)
+    return parsed(usage, USAGE, model=model, response_id=response_id, complete=complete,
+                  output_text=lambda: "".join(_choices_text(loads(e)) for e in events))  # fmt: skip
+
+
 class ChatCompletions:
     api = "openai.chat"
     _suffix = "/chat/completions"
+
+    def parse_stream(self, data: bytes, outcome: StreamOutcome) -> ParsedCall | None:
+        return parse_stream(data, outcome)
 
     def refine(self, result: ParsedCall, provider: str) -> ParsedCall:
         return refine(result, provider)
