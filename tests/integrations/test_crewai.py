@@ -5,13 +5,17 @@ CrewAI needs openai < 3, so this runs in its own environment (see ``tokentrail.i
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-# No telemetry to CrewAI's servers (the network guard would refuse it anyway).
+if importlib.util.find_spec("crewai") is None:  # before the settings below, which are process-wide
+    pytest.skip("could not import 'crewai': not installed in this environment", allow_module_level=True)
+# No telemetry to CrewAI's servers (the network guard would refuse it anyway). OTEL_SDK_DISABLED holds
+# for the whole process: other tests' OpenTelemetry would make no spans, hence the skip above.
 os.environ.setdefault("CREWAI_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("CREWAI_DISABLE_TRACKING", "true")
 os.environ.setdefault("OTEL_SDK_DISABLED", "true")
