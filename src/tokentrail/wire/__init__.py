@@ -60,13 +60,31 @@ _SUFFIXES = tuple(
 )
 
 
+_detected: dict[tuple[str, str], WireParser | None] = {}
+_DETECTED_MAX = 4096
+
+
 def detect(method: str, host: str, path: str) -> WireParser | None:
-    """The parser for this request, or ``None`` for non-LLM traffic."""
+    """The parser for this request, or ``None`` for non-LLM traffic. Remembered per host and path
+    (a program talks to few endpoints; the memo is bounded for one that does not)."""
     if method != "POST":
         return None
+    key = (host, path)
+    try:
+        return _detected[key]
+    except KeyError:
+        pass
+    found = _detect(host, path)
+    if len(_detected) >= _DETECTED_MAX:
+        _detected.clear()
+    _detected[key] = found
+    return found
+
+
+def _detect(host: str, path: str) -> WireParser | None:
     if path.endswith(_SUFFIXES):
         for parser in PARSERS:
-            if parser.matches(method, path):
+            if parser.matches("POST", path):
                 return parser
     if known_provider(host) is not None:
         return GENERIC
