@@ -295,3 +295,6 @@ def test_older_or_damaged_anatomies_are_counted_apart(ledger: Path, tmp_path: Pa
     table = tokentrail("report", "--db", str(db), "--by", "tool")
     assert table.returncode == 0, table.stderr
     assert "1 call(s) have an anatomy without per-tool counts" in table.stdout
+    # `calls` shows the damaged value as its text rather than failing.
+    listed = calls(db)
+    assert [c["anatomy"] for c in listed if c["id"] == ids[1]] == ["{not json"]

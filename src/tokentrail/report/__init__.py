@@ -219,9 +219,19 @@ def call_dict(row: sqlite3.Row) -> dict[str, Any]:
     data["first_token_ms"] = None if first is None else round(first / 1e6, 3)
     data["stream"] = bool(data["stream"])
     data["flags"] = [f for f in (data["flags"] or "").split(",") if f]
-    data["raw_usage"] = json.loads(data["raw_usage"]) if data["raw_usage"] else None
-    data["anatomy"] = json.loads(data["anatomy"]) if data.get("anatomy") else None
+    data["raw_usage"] = _json_or_text(data["raw_usage"])
+    data["anatomy"] = _json_or_text(data.get("anatomy"))
     from datetime import UTC, datetime
 
     data["started_at"] = datetime.fromtimestamp(data["started_ns"] / 1e9, UTC).isoformat(timespec="milliseconds")
     return {name: data.get(name) for name in CALL_FIELDS}
+
+
+def _json_or_text(stored: str | None) -> Any:
+    """A JSON column's value; a value that is not JSON (a hand-edited ledger) as its text, never an error."""
+    if not stored:
+        return None
+    try:
+        return json.loads(stored)
+    except ValueError:
+        return stored
