@@ -781,7 +781,7 @@ _CHUNK = st.fixed_dictionaries(
         ),
     },
 )
-_EXTRA = st.sampled_from([b"", b": keep-alive\n\n", b"data: [DONE]\n\n", b"event: x\ndata: {}\n\n", b"data: 7\n\n", b"data: {\"a\"", b"\r\n"])
+_EXTRA = st.sampled_from([b"", b"\n\n", b"\n", b": keep-alive\n\n", b"data: [DONE]\n\n", b"event: x\ndata: {}\n\n", b"data: 7\n\n", b"data: {\"a\"", b"\r\n"])
 
 
 @given(

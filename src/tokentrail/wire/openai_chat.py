@@ -165,30 +165,30 @@ class ChatStream:
 
 def parse_stream(data: bytes, outcome: StreamOutcome) -> ParsedCall | None:
     """A whole stream held in memory, parsed at once: the result `ChatStream` gives for the same bytes,
-    for a fraction of the work (a split, substring tests, and a JSON parse of only the events that
-    name the model or carry usage). None when the stream needs the general decoder: CR line ends,
-    comments, named or multi-line events, an error event, an event that is not a JSON object."""
+    for a fraction of the work (two counts to check the framing, substring searches, and a JSON parse
+    of only the events that name the model or carry the last usage). None when the
+    stream needs the general decoder: CR line ends, comments, named or multi-line events, an error
+    event, an event that is not a JSON object."""
     if b"\r" in data or b'"error"' in data:
         return None
     end = data.rfind(b"\n\n")
     head = data[:end] if end >= 0 else b""  # an event left without its blank line is dropped (SSE spec)
-    events: list[bytes] = []
-    done = False
-    for block in head.split(b"\n\n") if head else ():
-        if block.startswith(b"data: ") and b"\n" not in block:
-            payload = block[6:]
-            if payload == b"[DONE]":
-                done = True
-            else:
-                events.append(payload)
-        elif block:
-            return None
+    # The common framing only: blocks of one "data: " line each, so every newline belongs to a
+    # "\n\ndata: " between two of them.
+    if head and (not head.startswith(b"data: ") or head.count(b"\n") != 2 * head.count(b"\n\ndata: ")):
+        return None
+    size = len(head)
     model: object = None
     response_id: object = None
     usage: object = None
-    prefix = 0  # events up to the first that names a model are all parsed by ChatStream
-    for payload in events:
-        prefix += 1
+    pos = 0
+    while pos < size:  # ChatStream parses every event up to the first that names a model
+        stop = head.find(b"\n\n", pos)
+        stop = size if stop < 0 else stop
+        payload = head[pos + 6 : stop]
+        pos = stop + 2
+        if payload == b"[DONE]":
+            continue
         obj = loads(payload)
         if type(obj) is not dict:
             return None
@@ -198,9 +198,13 @@ def parse_stream(data: bytes, outcome: StreamOutcome) -> ParsedCall | None:
         model, response_id = obj.get("model") or None, obj.get("id") or None
         if model:
             break
-    for i in range(len(events) - 1, prefix - 1, -1):  # the last usage wins (vLLM sends it on every chunk)
-        payload = events[i]
-        if b'"usage"' in payload and has_object(payload, b'"usage"'):
+    at = size
+    while (at := head.rfind(b'"usage"', pos, at)) >= 0:  # after those, the last usage wins (vLLM: every chunk)
+        before = head.rfind(b"\n\n", 0, at)
+        start = 0 if before < 0 else before + 2
+        stop = head.find(b"\n\n", at)
+        payload = head[start + 6 : size if stop < 0 else stop]
+        if has_object(payload, b'"usage"'):
             obj = loads(payload)
             if type(obj) is not dict:
                 return None
@@ -208,10 +212,19 @@ def parse_stream(data: bytes, outcome: StreamOutcome) -> ParsedCall | None:
             if found is not None:
                 usage = found
                 break
+        at = start
+    done = (
+        head == b"data: [DONE]" or head.startswith(b"data: [DONE]\n\n") or head.endswith(b"\n\ndata: [DONE]")
+        or b"\n\ndata: [DONE]\n\n" in head
+    )  # fmt: skip
     finished = b'"finish_reason":"' in head or b'"finish_reason": "' in head
     complete = done or (outcome is StreamOutcome.COMPLETE and finished)
-    return parsed(usage, USAGE, model=model, response_id=response_id, complete=complete,
-                  output_text=lambda: "".join(_choices_text(loads(e)) for e in events))  # fmt: skip
+
+    def output_text() -> str:
+        events = (block[6:] for block in head.split(b"\n\n") if block and block != b"data: [DONE]")
+        return "".join(_choices_text(loads(e)) for e in events)
+
+    return parsed(usage, USAGE, model=model, response_id=response_id, complete=complete, output_text=output_text)
 
 
 class ChatCompletions:
