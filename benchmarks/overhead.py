@@ -614,7 +614,7 @@ def profile(bench: Bench, row: Row, n: int, reps: int) -> None:
                 parts["write"].append((t3 - t2) / n / 1000)
                 row.calls_on += n
         m = {k: statistics.median(v) for k, v in parts.items()}
-        caller = statistics.median(a - b for a, b in zip(parts["on"], parts["off"]))
+        caller = statistics.median(a - b for a, b in zip(parts["on"], parts["off"], strict=True))
         print(f"row {row.key} ({row.label}), N={n}, {reps} pairs, µs of process CPU per call (medians):")
         print(f"  raw call (off)                       {m['off']:8.1f}")
         print(f"  caller's thread: on − off (paired)   {caller:+8.1f}")

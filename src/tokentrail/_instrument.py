@@ -71,15 +71,12 @@ def instrument(
             or ``stream_usage`` is not None or ``"inject"``.
     """
     global _db
-    from tokentrail import capture, config, integrations, propagate
+    from tokentrail import capture, config, integrations, pricing, propagate
+    from tokentrail.capture import inject
+    from tokentrail.enrich.price import priced
     from tokentrail.sinks.sqlite import SqliteSink
 
     path = config.db_path(db).resolve()
-    from tokentrail import pricing
-    from tokentrail.enrich.price import priced
-
-    from tokentrail.capture import inject
-
     inject.configure(stream_usage if stream_usage is not None else os.environ.get("TOKENTRAIL_STREAM_USAGE") or None)
     pricing.configure()  # a bad tokentrail.toml raises ConfigError here, in the caller
     # Import what the background writer will need now, on the caller's thread: an import running

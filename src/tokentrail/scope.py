@@ -59,7 +59,7 @@ class _Totals:
         self.by_agent: dict[str, list[int]] | None = {} if breakdowns else None
 
     def snapshot(self) -> UsageTotals:
-        return UsageTotals(**dict(zip(_TOTAL_KEYS, self.sums)))
+        return UsageTotals(**dict(zip(_TOTAL_KEYS, self.sums, strict=True)))
 
 
 _totals_lock = threading.Lock()
@@ -345,8 +345,8 @@ class ScopeHandle:
         with _totals_lock:
             t = scope._totals
             totals = t.snapshot().as_dict()
-            by_model = {m: dict(zip(_TOTAL_KEYS, v)) for m, v in (t.by_model or {}).items()}
-            by_agent = {a: dict(zip(_TOTAL_KEYS, v)) for a, v in (t.by_agent or {}).items()}
+            by_model = {m: dict(zip(_TOTAL_KEYS, v, strict=True)) for m, v in (t.by_model or {}).items()}
+            by_agent = {a: dict(zip(_TOTAL_KEYS, v, strict=True)) for a, v in (t.by_agent or {}).items()}
             priced = t.sums[0] - t.calls_without_cost
             cost = str(t.cost) if priced else None
             calls_without_cost = t.calls_without_cost

@@ -108,14 +108,14 @@ class UsageChunkFilter:
     def feed(self, chunk: bytes) -> bytes:
         """The bytes the caller should see now."""
         data = self._pending + chunk if self._pending else chunk
-        last = None
-        for last in _EVENT_END.finditer(data):
-            pass
-        if last is None:
+        end = 0  # where the last complete event ends, by the same matches `_events` splits on
+        for match in _EVENT_END.finditer(data):
+            end = match.end()
+        if not end:
             self._pending = data
             return b""
-        self._pending = data[last.end() :]
-        return self._events(data[: last.end()])
+        self._pending = data[end:]
+        return self._events(data[:end])
 
     def finish(self) -> bytes:
         """What is left at the end of the stream (an event without its closing blank line)."""

@@ -358,8 +358,13 @@ def count_missing(result: ParsedCall, api: str, body: bytes | None, model: str |
                 flags.add(Flag.COUNT_FLOOR)
     return ParsedCall(
         model=result.model,
-        usage=Usage(input_tokens=inp, output_tokens=out, cache_read_tokens=usage.cache_read_tokens,
-                    cache_write_tokens=usage.cache_write_tokens, reasoning_tokens=usage.reasoning_tokens),  # fmt: skip
+        usage=Usage(
+            input_tokens=inp,
+            output_tokens=out,
+            cache_read_tokens=usage.cache_read_tokens,
+            cache_write_tokens=usage.cache_write_tokens,
+            reasoning_tokens=usage.reasoning_tokens,
+        ),
         provenance=Provenance(input=in_src, output=out_src, tokenizer=tokenizer),
         raw_usage=result.raw_usage,
         flags=frozenset(flags),
