@@ -229,3 +229,15 @@ def test_httpx_too(sim: Simulator, injecting: Path) -> None:
     assert b'"usage"' not in seen
     [rec] = recorded(injecting, run="inject-httpx")
     assert rec["usage_source"] == "reported"
+
+
+def test_a_json_answer_to_an_injected_stream_passes_as_is(injecting: Path) -> None:
+    answer = b'{"id":"x","choices":[],"usage":null}'
+
+    def handler(request: Any) -> Any:
+        return http.Response(200, headers={"content-type": "application/json"}, content=answer)
+
+    body = {"model": "gpt-4o-mini", "stream": True, "messages": []}
+    with tokentrail.run("inject-json"), http.Client(transport=http.MockTransport(handler)) as client:
+        r = client.send(client.build_request("POST", "http://mock.test/v1/chat/completions", json=body), stream=True)
+        assert r.read() == answer

@@ -36,6 +36,9 @@ def _attach(
         exchange.body_read(response.status_code, response.headers, response.content)
         return
     parser = exchange.stream_started(response.status_code, response.headers)
+    if injected:  # only an event stream carries what the option added; anything else passes as is
+        content_type = response.headers.get("content-type", "")
+        injected = content_type.partition(";")[0].strip().lower() == "text/event-stream"
     content = getattr(response, "_content", None)
     if isinstance(content, bytes):
         # Already in memory (a transport that answered with bytes, e.g. MockTransport or respx):
