@@ -151,8 +151,6 @@ def process_pending() -> None:
 
 def fallback_record(exchange: Exchange) -> CallRecord:
     """The record of an exchange whose parsing failed: facts only, usage unknown, flag ``unparsed``."""
-    scope = exchange.scope
-    run = scope.run or scope
     code = exchange.status_code
     if code is None:
         status = CallStatus.NETWORK_ERROR
@@ -171,17 +169,7 @@ def fallback_record(exchange: Exchange) -> CallRecord:
         started_ns=exchange.started_ns,
         latency_ns=t_end - exchange.t0,
         flags=frozenset({Flag.UNPARSED}),
-        scope_id=scope.id,
-        scope_path=scope.name_path,
-        scope_id_path=scope.id_path,
-        run_id=run.id,
-        run=run.name,
-        agent=scope.agent,
-        step=scope.step,
-        tool=scope.tool,
-        pid=os.getpid(),
-        host_name=_HOST,
-        tags=scope.tags,
+        **_where_from(exchange.scope),
     )
 
 
@@ -273,8 +261,6 @@ def build(exchange: Exchange) -> CallRecord:
         result = count_missing(result, parser.api, exchange.body_sent, result.model or info.model)
         flags |= result.flags
 
-    scope = exchange.scope
-    run = scope.run or scope
     t_end = exchange.t_end or exchange.t0
     model = result.model or info.model
     usage = result.usage if result.usage is not None else Usage()
@@ -313,20 +299,28 @@ def build(exchange: Exchange) -> CallRecord:
         cost=cost,
         flags=frozen_flags,
         response_id=result.response_id,
-        scope_id=scope.id,
-        scope_path=scope.name_path,
-        scope_id_path=scope.id_path,
-        run_id=run.id,
-        run=run.name,
-        agent=scope.agent,
-        step=scope.step,
-        tool=scope.tool,
         call_site=resolve(exchange.site),
-        pid=os.getpid(),
-        host_name=_HOST,
-        tags=scope.tags,
         anatomy=anatomy,
+        **_where_from(exchange.scope),
     )
+
+
+def _where_from(scope: Scope) -> dict[str, Any]:
+    """The fields a record takes from the scope it was made in, and the process that made it."""
+    run = scope.run or scope
+    return {
+        "scope_id": scope.id,
+        "scope_path": scope.name_path,
+        "scope_id_path": scope.id_path,
+        "run_id": run.id,
+        "run": run.name,
+        "agent": scope.agent,
+        "step": scope.step,
+        "tool": scope.tool,
+        "pid": os.getpid(),
+        "host_name": _HOST,
+        "tags": scope.tags,
+    }
 
 
 def count_missing(result: ParsedCall, api: str, body: bytes | None, model: str | None) -> ParsedCall:
