@@ -139,10 +139,9 @@ class Deferred:
 
     def _incremental(self) -> StreamParser:
         if self._parser is None:
-            content_type = self._headers.get("content-type", "") if self._headers is not None else ""
             # A plain JSON body read through a streaming response is parsed whole at the end; every
             # other type (SSE, AWS event stream, NDJSON, Cohere's stream+json) is the family's stream.
-            if content_type.partition(";")[0].strip().lower() == "application/json":
+            if media_type(self._headers) == "application/json":
                 self._parser = WholeBody(self._wire)
             else:
                 self._parser = self._wire.stream()
@@ -157,7 +156,7 @@ class Deferred:
     def finish(self, outcome: StreamOutcome) -> ParsedCall:
         chunks = self._chunks
         whole = getattr(self._wire, "parse_stream", None)
-        if chunks is not None and whole is not None and self._is_sse():
+        if chunks is not None and whole is not None and media_type(self._headers) == "text/event-stream":
             # Every chunk is still here: the family may parse the stream in one go, far cheaper
             # than event by event. It declines (None) whatever it cannot read exactly that way.
             result = whole(b"".join(chunks), outcome)
@@ -167,9 +166,11 @@ class Deferred:
         self._drain()
         return self._incremental().finish(outcome)
 
-    def _is_sse(self) -> bool:
-        content_type = self._headers.get("content-type", "") if self._headers is not None else ""
-        return content_type.partition(";")[0].strip().lower() == "text/event-stream"
+
+def media_type(headers: Any) -> str:
+    """The media type of a response's ``content-type`` (lower case, parameters dropped); "" if none."""
+    content_type = headers.get("content-type", "") if headers is not None else ""
+    return content_type.partition(";")[0].strip().lower()
 
 
 def start(method: str, host: str, path: str, headers: Any, body: bytes | None, library: str) -> Exchange | None:

@@ -36,9 +36,8 @@ def _attach(
         exchange.body_read(response.status_code, response.headers, response.content)
         return
     parser = exchange.stream_started(response.status_code, response.headers)
-    if injected:  # only an event stream carries what the option added; anything else passes as is
-        content_type = response.headers.get("content-type", "")
-        injected = content_type.partition(";")[0].strip().lower() == "text/event-stream"
+    # Only an event stream carries what the option added; anything else passes as is.
+    injected = injected and _exchange.media_type(response.headers) == "text/event-stream"
     content = getattr(response, "_content", None)
     if isinstance(content, bytes):
         # Already in memory (a transport that answered with bytes, e.g. MockTransport or respx):
@@ -55,10 +54,22 @@ def _attach(
         response.stream = (filtered_sync if sync else filtered_async)(response.stream)
 
 
-def _injected_request(module: ModuleType, request: Any, exchange: _exchange.Exchange) -> Any:
+def _begin(request: Any, library: str) -> _exchange.Exchange | None:
+    """The exchange of an LLM API request, or None (not one, or tokentrail failed: the call goes as is)."""
+    with guard("capture.start"):
+        url = request.url
+        return _exchange.start(request.method, url.host, url.path, request.headers, _body(request), library)
+    return None
+
+
+def _injected(module: ModuleType, request: Any, exchange: _exchange.Exchange, stream: bool) -> Any:
     """The request with usage asked for (``stream_usage="inject"``), or None to send it as is."""
-    body = inject.injected_body(exchange.parser.api, _where(request), exchange.body_sent)
-    return None if body is None else inject.rebuild(module, request, body)
+    if inject.mode is None or not stream:
+        return None
+    with guard("inject.prepare"):
+        body = inject.injected_body(exchange.parser.api, _where(request), exchange.body_sent)
+        return None if body is None else inject.rebuild(module, request, body)
+    return None
 
 
 def _where(request: Any) -> tuple[str, int | None, str]:
@@ -66,46 +77,53 @@ def _where(request: Any) -> tuple[str, int | None, str]:
     return (url.host, url.port, url.path)
 
 
+def _rejected(response: Any, injected: Any, request: Any) -> bool:
+    """True when the endpoint refused the injected option: the original request must go instead."""
+    if injected is None or response.status_code not in inject.REJECTED_STATUSES:
+        return False
+    inject.rejected(_where(request))
+    return True
+
+
+def _failed(exchange: _exchange.Exchange, exc: BaseException) -> None:
+    with guard("capture.failed"):
+        exchange.failed(exc)
+
+
+def _finish(exchange: _exchange.Exchange, response: Any, request: Any, stream: bool, module: ModuleType,
+            sync: bool, injected: Any) -> None:  # fmt: skip
+    with guard("capture.finish"):
+        if injected is not None:
+            response.request = request  # the caller's own request, as without injection
+        _attach(exchange, response, stream, module, sync=sync, injected=injected is not None)
+
+
+# The sync and async hooks differ only in ``await``. Sending is suppressed below them: an httpx
+# transport built on aiohttp or requests must not record the same attempt a second time (the
+# ContextVar is set directly: ``suppress()`` would cost a generator on every call).
+
+
 def _sync_send(original: Callable[..., Any], module: ModuleType) -> Callable[..., Any]:
     library = module.__name__
 
     def send(self: Any, request: Any, *, stream: bool = False, **kwargs: Any) -> Any:
-        if suppressed():
-            return original(self, request, stream=stream, **kwargs)
-        exchange = None
-        with guard("capture.start"):
-            url = request.url
-            exchange = _exchange.start(request.method, url.host, url.path, request.headers, _body(request), library)
+        exchange = None if suppressed() else _begin(request, library)
         if exchange is None:
             return original(self, request, stream=stream, **kwargs)
-        injected = None
-        if inject.mode is not None and stream:
-            with guard("inject.prepare"):
-                injected = _injected_request(module, request, exchange)
+        injected = _injected(module, request, exchange, stream)
+        token = SUPPRESSED.set(True)
         try:
-            # Suppressed below us: an httpx transport built on aiohttp or requests must not record the
-            # same attempt a second time.
-            token = SUPPRESSED.set(True)  # suppress(), without a generator's cost on every call
-            try:
-                if injected is not None:
-                    response = original(self, injected, stream=stream, **kwargs)
-                    if response.status_code in inject.REJECTED_STATUSES:
-                        response.close()
-                        inject.rejected(_where(request))
-                        injected = None
-                        response = original(self, request, stream=stream, **kwargs)
-                else:
-                    response = original(self, request, stream=stream, **kwargs)
-            finally:
-                SUPPRESSED.reset(token)
+            response = original(self, request if injected is None else injected, stream=stream, **kwargs)
+            if _rejected(response, injected, request):
+                response.close()
+                injected = None
+                response = original(self, request, stream=stream, **kwargs)
         except BaseException as exc:
-            with guard("capture.failed"):
-                exchange.failed(exc)
+            _failed(exchange, exc)
             raise
-        with guard("capture.finish"):
-            if injected is not None:
-                response.request = request  # the caller's own request, as without injection
-            _attach(exchange, response, stream, module, sync=True, injected=injected is not None)
+        finally:
+            SUPPRESSED.reset(token)
+        _finish(exchange, response, request, stream, module, True, injected)
         return response
 
     setattr(send, _SENTINEL, original)
@@ -116,40 +134,23 @@ def _async_send(original: Callable[..., Any], module: ModuleType) -> Callable[..
     library = module.__name__
 
     async def send(self: Any, request: Any, *, stream: bool = False, **kwargs: Any) -> Any:
-        if suppressed():
-            return await original(self, request, stream=stream, **kwargs)
-        exchange = None
-        with guard("capture.start"):
-            url = request.url
-            exchange = _exchange.start(request.method, url.host, url.path, request.headers, _body(request), library)
+        exchange = None if suppressed() else _begin(request, library)
         if exchange is None:
             return await original(self, request, stream=stream, **kwargs)
-        injected = None
-        if inject.mode is not None and stream:
-            with guard("inject.prepare"):
-                injected = _injected_request(module, request, exchange)
+        injected = _injected(module, request, exchange, stream)
+        token = SUPPRESSED.set(True)
         try:
-            token = SUPPRESSED.set(True)  # suppress(), without a generator's cost on every call
-            try:
-                if injected is not None:
-                    response = await original(self, injected, stream=stream, **kwargs)
-                    if response.status_code in inject.REJECTED_STATUSES:
-                        await response.aclose()
-                        inject.rejected(_where(request))
-                        injected = None
-                        response = await original(self, request, stream=stream, **kwargs)
-                else:
-                    response = await original(self, request, stream=stream, **kwargs)
-            finally:
-                SUPPRESSED.reset(token)
+            response = await original(self, request if injected is None else injected, stream=stream, **kwargs)
+            if _rejected(response, injected, request):
+                await response.aclose()
+                injected = None
+                response = await original(self, request, stream=stream, **kwargs)
         except BaseException as exc:
-            with guard("capture.failed"):
-                exchange.failed(exc)
+            _failed(exchange, exc)
             raise
-        with guard("capture.finish"):
-            if injected is not None:
-                response.request = request  # the caller's own request, as without injection
-            _attach(exchange, response, stream, module, sync=False, injected=injected is not None)
+        finally:
+            SUPPRESSED.reset(token)
+        _finish(exchange, response, request, stream, module, False, injected)
         return response
 
     setattr(send, _SENTINEL, original)
