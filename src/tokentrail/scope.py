@@ -21,21 +21,11 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any, TypeVar
 
-from tokentrail.usage import Provenance, Usage, UsageTotals
+from tokentrail.usage import TOKEN_FIELDS, Provenance, Usage, UsageTotals
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-_TOTAL_KEYS = (
-    "calls",
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cache_write_tokens",
-    "reasoning_tokens",
-    "total_tokens",
-    "calls_without_usage",
-    "calls_estimated",
-)
+_TOTAL_KEYS = ("calls", *TOKEN_FIELDS, "calls_without_usage", "calls_estimated")
 
 
 class ScopeKind(StrEnum):

@@ -16,7 +16,7 @@ from typing import Any
 
 from tokentrail.errors import ConfigError
 from tokentrail.sinks.sqlite import PICO
-from tokentrail.usage import Usage, UsageTotals
+from tokentrail.usage import TOKEN_FIELDS, Usage, UsageTotals
 
 DIMENSIONS: dict[str, str] = {
     "run": "run",
@@ -64,12 +64,7 @@ CALL_FIELDS = (
     "status",
     "http_status",
     "attempt",
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cache_write_tokens",
-    "reasoning_tokens",
-    "total_tokens",
+    *TOKEN_FIELDS,
     "usage_source",
     "input_source",
     "output_source",

@@ -79,7 +79,8 @@ def render(
     widths = [max(len(h), *(len(r[i]) for r in body)) if body else len(h) for i, h in enumerate(head)]
 
     def line(cells: Sequence[str]) -> str:
-        return "  ".join(c.rjust(w) if n else c.ljust(w) for c, w, n in zip(cells, widths, numeric, strict=True)).rstrip()
+        padded = (c.rjust(w) if n else c.ljust(w) for c, w, n in zip(cells, widths, numeric, strict=True))
+        return "  ".join(padded).rstrip()
 
     out = [line(head), line(["-" * w for w in widths])]
     out += [line(r) for r in body[:-1]] if total is not None else [line(r) for r in body]
