@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from tokentrail import scope as _scope
+from tokentrail._guard import guard
 from tokentrail.enrich import callsite
 from tokentrail.sinks import pipeline
 from tokentrail.wire import detect
@@ -165,6 +166,13 @@ class Deferred:
                 return result
         self._drain()
         return self._incremental().finish(outcome)
+
+
+def record_failure(exchange: Exchange, error: BaseException) -> None:
+    """Sending raised: record it. Every hook calls this before re-raising the caller's own error, so a
+    failure of tokentrail's here is counted, never raised in its place."""
+    with guard("capture.failed"):
+        exchange.failed(error)
 
 
 def media_type(headers: Any) -> str:

@@ -189,8 +189,7 @@ def _hooked_connect(original: Callable[..., Any]) -> Callable[..., Any]:
         try:
             connection = await original(self, req, *args, **kwargs)
         except BaseException as exc:
-            with guard("capture.failed"):
-                exchange.failed(exc)
+            _exchange.record_failure(exchange, exc)
             raise
         with guard("capture.start"):
             setattr(req, _EXCHANGE, exchange)  # taken back by ClientRequest.send
@@ -216,8 +215,7 @@ def _hooked_send(original: Callable[..., Any]) -> Callable[..., Any]:
         try:
             response = await original(self, conn)
         except BaseException as exc:
-            with guard("capture.failed"):
-                exchange.failed(exc)
+            _exchange.record_failure(exchange, exc)
             raise
         with guard("capture.finish"):
             setattr(response, _EXCHANGE, exchange)  # taken back by ClientResponse.start
@@ -239,8 +237,7 @@ def _hooked_start(original: Callable[..., Any]) -> Callable[..., Any]:
         try:
             response = await original(self, connection)
         except BaseException as exc:
-            with guard("capture.failed"):
-                exchange.failed(exc)
+            _exchange.record_failure(exchange, exc)
             raise
         with guard("capture.finish"):
             parser = exchange.stream_started(self.status, self.headers)

@@ -38,8 +38,7 @@ def _hooked_send(original: Callable[..., Any]) -> Callable[..., Any]:
         try:
             response = original(self, request)
         except BaseException as exc:
-            with guard("capture.failed"):
-                exchange.failed(exc)
+            _exchange.record_failure(exchange, exc)
             raise
         with guard("capture.finish"):
             attach(exchange, response)

@@ -85,11 +85,6 @@ def _rejected(response: Any, injected: Any, request: Any) -> bool:
     return True
 
 
-def _failed(exchange: _exchange.Exchange, exc: BaseException) -> None:
-    with guard("capture.failed"):
-        exchange.failed(exc)
-
-
 def _finish(exchange: _exchange.Exchange, response: Any, request: Any, stream: bool, module: ModuleType,
             sync: bool, injected: Any) -> None:  # fmt: skip
     with guard("capture.finish"):
@@ -119,7 +114,7 @@ def _sync_send(original: Callable[..., Any], module: ModuleType) -> Callable[...
                 injected = None
                 response = original(self, request, stream=stream, **kwargs)
         except BaseException as exc:
-            _failed(exchange, exc)
+            _exchange.record_failure(exchange, exc)
             raise
         finally:
             SUPPRESSED.reset(token)
@@ -146,7 +141,7 @@ def _async_send(original: Callable[..., Any], module: ModuleType) -> Callable[..
                 injected = None
                 response = await original(self, request, stream=stream, **kwargs)
         except BaseException as exc:
-            _failed(exchange, exc)
+            _exchange.record_failure(exchange, exc)
             raise
         finally:
             SUPPRESSED.reset(token)

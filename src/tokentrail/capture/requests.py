@@ -336,8 +336,7 @@ def _hooked_send(original: Callable[..., Any]) -> Callable[..., Any]:
         try:
             response = original(self, request, **kwargs)
         except BaseException as exc:
-            with guard("capture.failed"):
-                exchange.failed(exc)
+            _exchange.record_failure(exchange, exc)
             raise
         with guard("capture.finish"):
             # After redirects the outermost send returns the last hop; its own attempt is the first.
