@@ -124,84 +124,40 @@ class Proxy(_Observer):
 # -- urllib3 responses -------------------------------------------------------------------------------
 
 
-def _read(proxy: ObservedRaw, method: Callable[..., Any]) -> Callable[..., Any]:
-    def read(amt: Any = None, *args: Any, **kwargs: Any) -> Any:
-        try:
-            data = method(amt, *args, **kwargs)
-        except Exception as exc:
-            proxy._finish(StreamOutcome.BROKEN, exc)
-            raise
-        try:
-            proxy._got(data, amt is None or amt < 0 or (not data and amt != 0))
-        except Exception as exc:
-            swallow("stream.chunk", exc)
-        return data
+def _reader(
+    name: str, default: Any, seen: Callable[[Any, Any], tuple[bytes, bool]]
+) -> Callable[[ObservedRaw, Callable[..., Any]], Any]:
+    """Observe one read method whose first parameter is ``name`` (``default`` when not passed): the
+    caller gets ``method``'s result unchanged; ``seen(that argument, result)`` gives the bytes it
+    carried and whether the body has ended. A read error finishes the
+    record (and is the caller's); a failure of ours is swallowed."""
 
-    return read
+    def observe(proxy: ObservedRaw, method: Callable[..., Any]) -> Callable[..., Any]:
+        def read(*args: Any, **kwargs: Any) -> Any:
+            try:
+                result = method(*args, **kwargs)
+            except Exception as exc:
+                proxy._finish(StreamOutcome.BROKEN, exc)
+                raise
+            try:
+                proxy._got(*seen(args[0] if args else kwargs.get(name, default), result))
+            except Exception as exc:
+                swallow("stream.chunk", exc)
+            return result
 
+        return read
 
-def _read1(proxy: ObservedRaw, method: Callable[..., Any]) -> Callable[..., Any]:
-    def read1(amt: Any = None, *args: Any, **kwargs: Any) -> Any:
-        try:
-            data = method(amt, *args, **kwargs)
-        except Exception as exc:
-            proxy._finish(StreamOutcome.BROKEN, exc)
-            raise
-        try:
-            proxy._got(data, data is not None and not data and amt != 0)
-        except Exception as exc:
-            swallow("stream.chunk", exc)
-        return data
-
-    return read1
+    return observe
 
 
-def _readinto(proxy: ObservedRaw, method: Callable[..., Any]) -> Callable[..., Any]:
-    def readinto(buffer: Any) -> Any:
-        try:
-            count = method(buffer)
-        except Exception as exc:
-            proxy._finish(StreamOutcome.BROKEN, exc)
-            raise
-        try:
-            proxy._got(bytes(memoryview(buffer)[:count]) if count else b"", count == 0 and len(buffer) > 0)
-        except Exception as exc:
-            swallow("stream.chunk", exc)
-        return count
-
-    return readinto
-
-
-def _readline(proxy: ObservedRaw, method: Callable[..., Any]) -> Callable[..., Any]:
-    def readline(size: Any = -1, *args: Any, **kwargs: Any) -> Any:
-        try:
-            line = method(size, *args, **kwargs)
-        except Exception as exc:
-            proxy._finish(StreamOutcome.BROKEN, exc)
-            raise
-        try:
-            proxy._got(line, not line and size != 0)
-        except Exception as exc:
-            swallow("stream.chunk", exc)
-        return line
-
-    return readline
-
-
-def _readlines(proxy: ObservedRaw, method: Callable[..., Any]) -> Callable[..., Any]:
-    def readlines(hint: Any = -1, *args: Any, **kwargs: Any) -> Any:
-        try:
-            lines = method(hint, *args, **kwargs)
-        except Exception as exc:
-            proxy._finish(StreamOutcome.BROKEN, exc)
-            raise
-        try:
-            proxy._got(b"".join(lines), hint is None or hint <= 0 or not lines)
-        except Exception as exc:
-            swallow("stream.chunk", exc)
-        return lines
-
-    return readlines
+# What each urllib3 read method read, and whether the body ended with it.
+_read = _reader("amt", None, lambda amt, data: (data, amt is None or amt < 0 or (not data and amt != 0)))
+_read1 = _reader("amt", None, lambda amt, data: (data, data is not None and not data and amt != 0))
+_readinto = _reader(
+    "b", None, lambda buf, count: (bytes(memoryview(buf)[:count]) if count else b"", count == 0 and len(buf) > 0)
+)
+_readline = _reader("size", -1, lambda size, line: (line, not line and size != 0))
+_readlines = _reader("hint", -1, lambda hint, lines: (b"".join(lines), hint is None or hint <= 0 or not lines))
 
 
 def _generator(proxy: ObservedRaw, method: Callable[..., Any]) -> Callable[..., Any]:
