@@ -466,18 +466,23 @@ def dropped() -> int:
     return _dropped
 
 
-# One encoder for every record: json.dumps() with non-default options builds a new one per call.
-_encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
-
-
 def raw_usage_json(value: Any) -> str | None:
-    """The raw usage as stored: JSON, or ``None``."""
+    """The raw usage as stored: compact JSON (msgspec, several times cheaper than ``json.dumps``),
+    what it cannot encode as text, or ``None``."""
+    global _encode
     if value is None:
         return None
+    if _encode is None:
+        import msgspec
+
+        _encode = msgspec.json.Encoder(enc_hook=str).encode
     try:
-        return _encode(value)
-    except (TypeError, ValueError):
-        return _encode(repr(value))
+        return _encode(value).decode()
+    except (TypeError, ValueError, OverflowError):
+        return json.dumps(repr(value))
+
+
+_encode: Callable[[Any], bytes] | None = None
 
 
 def _at_exit() -> None:
