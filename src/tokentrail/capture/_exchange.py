@@ -1,8 +1,13 @@
 """The library-neutral core of capture: one `Exchange` per HTTP attempt to an LLM API.
 
-The hot path (`start`, `Exchange.body_read`, the stream feed) only notes facts and references: the
-request object, the scope, the call-site frame, clocks. Parsing the body and building the
-`CallRecord` happens in `tokentrail.sinks.pipeline`, off the caller's thread.
+The hot path (`start`, `Exchange.body_read`, the stream feed) only notes facts: bodies, status,
+the scope, the call-site frame, a clock. Parsing the bodies and building the `CallRecord` happens in
+`tokentrail.sinks.pipeline`, off the caller's thread.
+
+An exchange waits up to one writer interval for the pipeline, so it keeps no header objects or other
+containers of the HTTP library's (only strings, bytes and ints): thousands of calls waiting with
+their headers cost the garbage collector ~5 µs a call (measured on the raw httpx2 exchange of
+`benchmarks/overhead.py`).
 """
 
 from __future__ import annotations
@@ -25,7 +30,6 @@ class Exchange:
         "body",
         "body_sent",
         "error",
-        "headers",
         "host",
         "library",
         "method",
@@ -34,9 +38,9 @@ class Exchange:
         "path",
         "response_headers",
         "result",
+        "retry",
         "scope",
         "site",
-        "started_ns",
         "status_code",
         "stream_parser",
         "streamed",
@@ -52,8 +56,8 @@ class Exchange:
         self.method = method
         self.host = host
         self.path = path
-        self.headers = headers
-        """The request headers: any mapping with a case-insensitive ``get`` (read off the hot path)."""
+        self.retry = retry_count(headers)
+        """The SDK's ``x-stainless-retry-count`` header (openai, anthropic), if sent."""
         self.body_sent = body
         """The request body, or ``None`` when it was streamed and never held in memory."""
         self.library = library
@@ -61,12 +65,13 @@ class Exchange:
         # drained in another task still belongs to the code that sent it.
         self.scope = _scope.current_scope()
         self.site = callsite.capture()
-        self.started_ns = time.time_ns()
         self.t0 = time.perf_counter_ns()
+        """When it was sent (``perf_counter_ns``; the pipeline turns it into wall-clock time)."""
         self.t_first: int | None = None
         self.t_end: int | None = None
         self.status_code: int | None = None
         self.response_headers: Any = None
+        """Only for a family that reads usage from headers (Bedrock InvokeModel), else ``None``."""
         self.body: bytes | None = None
         self.result: ParsedCall | None = None
         self.outcome: StreamOutcome | None = None
@@ -78,7 +83,9 @@ class Exchange:
     def body_read(self, status_code: int, headers: Any, body: bytes) -> None:
         """The response body was read whole by the HTTP library."""
         self.t_end = time.perf_counter_ns()
-        self.status_code, self.response_headers, self.body = status_code, headers, body
+        self.status_code, self.body = status_code, body
+        if _reads_headers(self.parser):
+            self.response_headers = headers
         pipeline.submit(self)
 
     def failed(self, error: BaseException) -> None:
@@ -89,9 +96,11 @@ class Exchange:
 
     def stream_started(self, status_code: int, headers: Any) -> StreamParser:
         """The response is being streamed; returns what to feed its chunks to (cheaply: see `Deferred`)."""
-        self.status_code, self.response_headers = status_code, headers
+        self.status_code = status_code
+        if _reads_headers(self.parser):
+            self.response_headers = headers
         self.streamed = True
-        return Deferred(self.parser, headers)
+        return Deferred(self.parser, media_type(headers))
 
     def stream_finished(self, parser: StreamParser, outcome: StreamOutcome, error: BaseException | None) -> None:
         """The streamed body ended (read to the end, closed, broken or abandoned). The parsing left
@@ -117,13 +126,13 @@ class Deferred:
     passes, so memory stays bounded whatever the stream's length.
     """
 
-    __slots__ = ("_chunks", "_headers", "_parser", "_size", "_wire")
+    __slots__ = ("_chunks", "_media", "_parser", "_size", "_wire")
 
     LIMIT = 1 << 20
 
-    def __init__(self, wire: WireParser, headers: Any) -> None:
+    def __init__(self, wire: WireParser, media: str) -> None:
         self._wire = wire
-        self._headers = headers
+        self._media = media
         self._parser: StreamParser | None = None
         self._chunks: list[bytes] | None = []
         self._size = 0
@@ -142,7 +151,7 @@ class Deferred:
         if self._parser is None:
             # A plain JSON body read through a streaming response is parsed whole at the end; every
             # other type (SSE, AWS event stream, NDJSON, Cohere's stream+json) is the family's stream.
-            if media_type(self._headers) == "application/json":
+            if self._media == "application/json":
                 self._parser = WholeBody(self._wire)
             else:
                 self._parser = self._wire.stream()
@@ -157,7 +166,7 @@ class Deferred:
     def finish(self, outcome: StreamOutcome) -> ParsedCall:
         chunks = self._chunks
         whole = getattr(self._wire, "parse_stream", None)
-        if chunks is not None and whole is not None and media_type(self._headers) == "text/event-stream":
+        if chunks is not None and whole is not None and self._media == "text/event-stream":
             # Every chunk is still here: the family may parse the stream in one go, far cheaper
             # than event by event. It declines (None) whatever it cannot read exactly that way.
             result = whole(b"".join(chunks), outcome)
@@ -173,6 +182,32 @@ def record_failure(exchange: Exchange, error: BaseException) -> None:
     failure of tokentrail's here is counted, never raised in its place."""
     with guard("capture.failed"):
         exchange.failed(error)
+
+
+_READS_HEADERS: dict[type, bool] = {}
+
+
+def _reads_headers(parser: WireParser) -> bool:
+    """Whether the family reads usage from response headers (Bedrock InvokeModel); once per type."""
+    kind = type(parser)
+    found = _READS_HEADERS.get(kind)
+    if found is None:
+        found = _READS_HEADERS[kind] = hasattr(parser, "usage_from_headers")
+    return found
+
+
+def retry_count(headers: Any) -> str | None:
+    """The ``x-stainless-retry-count`` request header (the openai and anthropic SDKs send it)."""
+    entries = getattr(headers, "_list", None)
+    if type(entries) is list:  # httpx's Headers: (name, lowercased name, value); .get() costs ~5 µs
+        for entry in entries:
+            if entry[1] == b"x-stainless-retry-count":
+                return entry[2].decode("latin-1")  # type: ignore[no-any-return]
+        return None
+    try:
+        return headers.get("x-stainless-retry-count")  # type: ignore[no-any-return]
+    except Exception:  # not a mapping we know: the attempt is found by matching failed requests
+        return None
 
 
 def media_type(headers: Any) -> str:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-from tokentrail._guard import SUPPRESSED, guard, suppressed
+from tokentrail._guard import SUPPRESSED, failed, guard, suppressed
 from tokentrail.capture import _exchange, inject
 from tokentrail.capture.streams import filter_classes, stream_classes
 from tokentrail.wire._base import StreamOutcome
@@ -56,10 +56,12 @@ def _attach(
 
 def _begin(request: Any, library: str) -> _exchange.Exchange | None:
     """The exchange of an LLM API request, or None (not one, or tokentrail failed: the call goes as is)."""
-    with guard("capture.start"):
+    try:  # not guard(): a bare try costs nothing until it raises, on every call of the hot path
         url = request.url
         return _exchange.start(request.method, url.host, url.path, request.headers, _body(request), library)
-    return None
+    except Exception as exc:
+        failed("capture.start", exc)
+        return None
 
 
 def _injected(module: ModuleType, request: Any, exchange: _exchange.Exchange, stream: bool) -> Any:
@@ -87,10 +89,12 @@ def _rejected(response: Any, injected: Any, request: Any) -> bool:
 
 def _finish(exchange: _exchange.Exchange, response: Any, request: Any, stream: bool, module: ModuleType,
             sync: bool, injected: Any) -> None:  # fmt: skip
-    with guard("capture.finish"):
+    try:
         if injected is not None:
             response.request = request  # the caller's own request, as without injection
         _attach(exchange, response, stream, module, sync=sync, injected=injected is not None)
+    except Exception as exc:
+        failed("capture.finish", exc)
 
 
 # The sync and async hooks differ only in ``await``. Sending is suppressed below them: an httpx

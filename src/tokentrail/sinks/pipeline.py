@@ -79,6 +79,9 @@ _writer: threading.Thread | None = None
 _stop = threading.Event()
 _failures: dict[tuple[str, str, int], tuple[int, float]] = {}
 _HOST = socket.gethostname()
+_wall_offset = 0
+"""Wall-clock ns minus ``perf_counter_ns`` now: exchanges note only the latter (one clock read less on
+the caller's thread); refreshed every round, so a clock step shifts start times by one round at most."""
 _announced: set[str] = set()
 """Scopes already handed to the sinks; a record's unannounced ancestors are announced before it."""
 
@@ -119,7 +122,9 @@ def process_pending() -> None:
     Always takes the lock, even with nothing queued: another thread may be processing items it has
     already taken off the queue, and the caller must see them counted when this returns.
     """
+    global _wall_offset
     with _process_lock:
+        _wall_offset = time.time_ns() - time.perf_counter_ns()
         while _pending:
             item = _pending.popleft()
             if isinstance(item, ScopeEvent):
@@ -166,7 +171,7 @@ def fallback_record(exchange: Exchange) -> CallRecord:
         stream=exchange.streamed,
         status=status,
         http_status=code,
-        started_ns=exchange.started_ns,
+        started_ns=exchange.t0 + _wall_offset,
         latency_ns=t_end - exchange.t0,
         flags=frozenset({Flag.UNPARSED}),
         **_where_from(exchange.scope),
@@ -185,22 +190,10 @@ def _announce(scope: Scope) -> None:
         _ready.append(ScopeEvent(("open", node, node.started_ns)))
 
 
-def _retry_header(headers: Any) -> str | None:
-    # httpx's Headers.get() re-derives the headers' encoding on every call (~5 µs here); scanning its
-    # raw (name, value) list is several times cheaper.
-    raw = getattr(headers, "raw", None)
-    if type(raw) is list:
-        for name, value in raw:
-            if len(name) == 23 and name.lower() == b"x-stainless-retry-count":
-                return value.decode("latin-1")
-        return None
-    return headers.get("x-stainless-retry-count")
-
-
 def _attempt(exchange: Exchange, ok: bool) -> int:
     """1 + the retries before this attempt: from the SDK's retry header, else from an identical
     request that failed moments before (same host, path and body)."""
-    header = _retry_header(exchange.headers)  # openai and anthropic SDKs send it
+    header = exchange.retry  # openai and anthropic SDKs send it
     if header is not None and header.isdigit():
         return int(header) + 1
     key = (exchange.host, exchange.path, hash(exchange.body_sent))
@@ -267,7 +260,7 @@ def build(exchange: Exchange) -> CallRecord:
     frozen_flags = frozenset(flags)
     cost = None
     if pricer is not None:
-        cost, frozen_flags = pricer(provider, model, info.model, exchange.started_ns, usage, result.raw_usage,
+        cost, frozen_flags = pricer(provider, model, info.model, exchange.t0 + _wall_offset, usage, result.raw_usage,
                                     parser.api, frozen_flags)  # fmt: skip
 
     anatomy = None
@@ -290,7 +283,7 @@ def build(exchange: Exchange) -> CallRecord:
         http_status=status_code,
         error=error,
         attempt=_attempt(exchange, status is CallStatus.OK),
-        started_ns=exchange.started_ns,
+        started_ns=exchange.t0 + _wall_offset,
         latency_ns=t_end - exchange.t0,
         first_token_ns=None if exchange.t_first is None else exchange.t_first - exchange.t0,
         usage=usage,
