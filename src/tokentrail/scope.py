@@ -21,11 +21,10 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any, TypeVar
 
-from tokentrail.usage import TOKEN_FIELDS, Provenance, Usage, UsageTotals
+from tokentrail.usage import TOTAL_KEYS as _TOTAL_KEYS
+from tokentrail.usage import Provenance, Usage, UsageTotals, totals_row
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-_TOTAL_KEYS = ("calls", *TOKEN_FIELDS, "calls_without_usage", "calls_estimated")
 
 
 class ScopeKind(StrEnum):
@@ -170,7 +169,7 @@ def _notify(event: str, scope: Scope) -> None:
 
 def add_call(scope: Scope, usage: Usage, provenance: Provenance, model: str | None) -> None:
     """Add one finished call to the live totals of ``scope`` and its ancestors."""
-    delta = _delta(usage, provenance)
+    delta = totals_row(usage, provenance)
     agent = scope.agent
     with _totals_lock:
         node: Scope | None = scope
@@ -185,14 +184,7 @@ def add_call(scope: Scope, usage: Usage, provenance: Provenance, model: str | No
             node = node.parent
 
 
-def _delta(usage: Usage, provenance: Provenance) -> list[int]:
-    """One call as a row of `_TOTAL_KEYS` (the rules of `UsageTotals.of`, without building one)."""
-    one = UsageTotals.of(usage, provenance)
-    return [one.calls, one.input_tokens, one.output_tokens, one.cache_read_tokens, one.cache_write_tokens,
-            one.reasoning_tokens, one.total_tokens, one.calls_without_usage, one.calls_estimated]  # fmt: skip
-
-
-def _add(sums: list[int], delta: list[int]) -> None:
+def _add(sums: list[int], delta: tuple[int, ...]) -> None:
     for i, value in enumerate(delta):
         if value:
             sums[i] += value

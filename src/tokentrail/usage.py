@@ -51,9 +51,10 @@ class Provenance:
     @property
     def source(self) -> Source:
         """One word for the whole call: the weaker of the input and output sources."""
-        return weakest(self.input, self.output)
+        return _WEAKER[self.input, self.output]
 
 
+_WEAKER = {(a, b): weakest(a, b) for a in Source for b in Source}
 REPORTED = Provenance(input=Source.REPORTED, output=Source.REPORTED)
 MISSING = Provenance()
 
@@ -133,22 +134,7 @@ class UsageTotals:
     @classmethod
     def of(cls, usage: Usage, provenance: Provenance = REPORTED) -> UsageTotals:
         """The totals of a single call."""
-        partial = Source.PARTIAL in (provenance.input, provenance.output)
-        complete = usage.input_tokens is not None and usage.output_tokens is not None and not partial
-        ours = (Source.COUNTED, Source.ESTIMATED)
-        return cls(
-            calls=1,
-            input_tokens=usage.input_tokens or 0,
-            output_tokens=usage.output_tokens or 0,
-            cache_read_tokens=usage.cache_read_tokens or 0,
-            cache_write_tokens=usage.cache_write_tokens or 0,
-            reasoning_tokens=usage.reasoning_tokens or 0,
-            # Only known totals are summed, as the ledger's SUM(total_tokens) does, so live totals
-            # and reports agree; input and output still add whatever side is known.
-            total_tokens=usage.total_tokens or 0,
-            calls_without_usage=0 if complete else 1,
-            calls_estimated=int(provenance.input in ours or provenance.output in ours),
-        )
+        return cls(**dict(zip(TOTAL_KEYS, totals_row(usage, provenance), strict=True)))
 
     def __add__(self, other: UsageTotals) -> UsageTotals:
         if not isinstance(other, UsageTotals):
@@ -166,4 +152,33 @@ class UsageTotals:
 
 
 _TOTAL_FIELDS = fields(UsageTotals)
+TOTAL_KEYS = tuple(f.name for f in _TOTAL_FIELDS)
+"""`UsageTotals`' fields in order: the columns of `totals_row`."""
+_ESTIMATES = (Source.COUNTED, Source.ESTIMATED)
+
+
+def totals_row(usage: Usage, provenance: Provenance) -> tuple[int, ...]:
+    """One call's contribution to `UsageTotals`, as its fields in `TOTAL_KEYS` order.
+
+    Counts are summed as known: an unknown count adds nothing and the call counts in
+    ``calls_without_usage`` (also a stream cut short: its counts are a floor). Only known totals are
+    summed, as the ledger's ``SUM(total_tokens)`` does, so live totals and reports agree.
+    """
+    inp, out = usage.input_tokens, usage.output_tokens
+    source_in, source_out = provenance.input, provenance.output
+    partial = source_in is Source.PARTIAL or source_out is Source.PARTIAL
+    complete = inp is not None and out is not None and not partial
+    return (
+        1,
+        inp or 0,
+        out or 0,
+        usage.cache_read_tokens or 0,
+        usage.cache_write_tokens or 0,
+        usage.reasoning_tokens or 0,
+        inp + out if inp is not None and out is not None else 0,
+        0 if complete else 1,
+        1 if source_in in _ESTIMATES or source_out in _ESTIMATES else 0,
+    )
+
+
 ZERO = UsageTotals()

@@ -105,7 +105,7 @@ def m001_calls(db: sqlite3.Connection) -> None:
             host_name TEXT,
             count INTEGER NOT NULL
         );
-        """
+        """,
     )
 
 

@@ -53,7 +53,9 @@ class Sink(Protocol):
 
 
 Enricher = Callable[[CallRecord, "Exchange"], CallRecord]
-Pricer = Callable[[str, "str | None", "str | None", int, Usage, Any, str, frozenset[str]], "tuple[Cost | None, frozenset[str]]"]
+Pricer = Callable[
+    [str, "str | None", "str | None", int, Usage, Any, str, frozenset[str]], "tuple[Cost | None, frozenset[str]]"
+]
 
 anatomy_on = False
 """Record each prompt's anatomy (tokens per part); set by ``instrument(anatomy=True)``. Off by

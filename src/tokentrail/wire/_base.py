@@ -91,6 +91,13 @@ class UsageMap:
     reasoning: tuple[str, ...] = ()
     total: str | None = None
     """The provider's own total, checked against input + output."""
+    compiled: tuple[tuple[tuple[str, ...], ...], ...] = field(init=False, repr=False, compare=False)
+    """The five destinations as tuples of split paths, computed once (`read_usage` runs per call)."""
+
+    def __post_init__(self) -> None:
+        destinations = (self.input, self.output, self.cache_read, self.cache_write, self.reasoning)
+        compiled = tuple(tuple(_parts(p) for p in paths) for paths in destinations)
+        object.__setattr__(self, "compiled", compiled)
 
 
 @functools.lru_cache(maxsize=512)
@@ -110,15 +117,6 @@ def _lookup(raw: dict[str, Any], path: str) -> Any:
 
 def _valid(value: Any) -> bool:
     return type(value) is int and value >= 0  # bool is a subclass of int, not the same type
-
-
-@functools.lru_cache(maxsize=256)
-def _compiled(spec: UsageMap) -> tuple[tuple[tuple[str, ...], ...], ...]:
-    """The spec's five destinations as tuples of split paths, computed once per spec."""
-    return tuple(
-        tuple(_parts(p) for p in paths)
-        for paths in (spec.input, spec.output, spec.cache_read, spec.cache_write, spec.reasoning)
-    )
 
 
 def _read(raw: dict[str, Any], paths: tuple[tuple[str, ...], ...], flags: set[str]) -> int | None:
@@ -156,7 +154,9 @@ def read_usage(raw: Any, spec: UsageMap, source: Source = Source.REPORTED) -> tu
         if raw is not None:
             flags.add(Flag.INVALID_VALUE)
         return Usage(), MISSING, flags
-    inp, out, read, write, reasoning = (_read(raw, paths, flags) for paths in _compiled(spec))
+    to_input, to_output, to_read, to_write, to_reasoning = spec.compiled
+    inp, out = _read(raw, to_input, flags), _read(raw, to_output, flags)
+    read, write, reasoning = _read(raw, to_read, flags), _read(raw, to_write, flags), _read(raw, to_reasoning, flags)
     if (inp is not None and (read or 0) + (write or 0) > inp) or (out is not None and (reasoning or 0) > out):
         flags.add(Flag.PARTS_EXCEED_WHOLE)
     if spec.total is not None:
@@ -167,7 +167,11 @@ def read_usage(raw: Any, spec: UsageMap, source: Source = Source.REPORTED) -> tu
             elif inp is not None and out is not None and reported_total != inp + out:
                 flags.add(Flag.TOTAL_MISMATCH)
     usage = Usage(
-        input_tokens=inp, output_tokens=out, cache_read_tokens=read, cache_write_tokens=write, reasoning_tokens=reasoning
+        input_tokens=inp,
+        output_tokens=out,
+        cache_read_tokens=read,
+        cache_write_tokens=write,
+        reasoning_tokens=reasoning,
     )
     return usage, _PROVENANCES[inp is not None, out is not None, source], flags
 
