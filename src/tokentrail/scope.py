@@ -167,8 +167,9 @@ def _notify(event: str, scope: Scope) -> None:
         listener(event, scope)
 
 
-def add_call(scope: Scope, usage: Usage, provenance: Provenance, model: str | None) -> None:
-    """Add one finished call to the live totals of ``scope`` and its ancestors."""
+def add_call(scope: Scope, usage: Usage, provenance: Provenance, model: str | None, cost: Decimal | None) -> None:
+    """Add one finished call (its cost ``None`` when unknown) to the live totals of ``scope`` and its
+    ancestors."""
     delta = totals_row(usage, provenance)
     agent = scope.agent
     with _totals_lock:
@@ -177,6 +178,10 @@ def add_call(scope: Scope, usage: Usage, provenance: Provenance, model: str | No
             totals = node._totals
             _add(totals.sums, delta)
             totals.last = usage
+            if cost is None:
+                totals.calls_without_cost += 1
+            else:
+                totals.cost += cost
             if totals.by_model is not None and totals.by_agent is not None:
                 _add(totals.by_model.setdefault(model or "unknown", [0] * len(delta)), delta)
                 if agent is not None:
@@ -188,16 +193,6 @@ def _add(sums: list[int], delta: tuple[int, ...]) -> None:
     for i, value in enumerate(delta):
         if value:
             sums[i] += value
-
-
-def add_cost(scope: Scope, amount: Decimal | None) -> None:
-    """Add one call's cost (``None`` when unknown) to ``scope`` and its ancestors."""
-    with _totals_lock:
-        for node in scope.chain():
-            if amount is None:
-                node._totals.calls_without_cost += 1
-            else:
-                node._totals.cost += amount
 
 
 def _pending_sync() -> None:

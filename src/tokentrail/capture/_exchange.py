@@ -13,10 +13,12 @@ their headers cost the garbage collector ~5 µs a call (measured on the raw http
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from itertools import islice
 from typing import Any
 
 from tokentrail import scope as _scope
-from tokentrail._guard import guard
+from tokentrail._guard import failed, guard
 from tokentrail.enrich import callsite
 from tokentrail.sinks import pipeline
 from tokentrail.wire import detect
@@ -129,6 +131,7 @@ class Deferred:
     __slots__ = ("_chunks", "_media", "_parser", "_size", "_wire")
 
     LIMIT = 1 << 20
+    BATCH = 64
 
     def __init__(self, wire: WireParser, media: str) -> None:
         self._wire = wire
@@ -146,6 +149,29 @@ class Deferred:
         self._size += len(chunk)
         if self._size > self.LIMIT:
             self._drain()
+
+    def pass_through(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
+        """Yield every chunk of ``chunks`` unchanged, kept as `feed` keeps them.
+
+        For a generator's ``yield from``: while chunks are kept in memory, each costs one C-level
+        list append and no Python call (the size limit is checked every `BATCH` chunks); a stream
+        past `LIMIT` is parsed chunk by chunk as `feed` does.
+        """
+        while (kept := self._chunks) is not None:
+            start, append = len(kept), kept.append
+            yield from (chunk for chunk in islice(chunks, self.BATCH) if not append(chunk))
+            added = len(kept) - start
+            try:
+                self._size += sum(map(len, kept[start:]))
+                if self._size > self.LIMIT:
+                    self._drain()
+            except Exception as exc:
+                failed("stream.chunk", exc)
+            if added < self.BATCH:
+                return  # the stream ended (or broke, which raised through the yield above)
+        for chunk in chunks:
+            self.feed(chunk)
+            yield chunk
 
     def _incremental(self) -> StreamParser:
         if self._parser is None:
@@ -196,24 +222,30 @@ def _reads_headers(parser: WireParser) -> bool:
     return found
 
 
-def retry_count(headers: Any) -> str | None:
-    """The ``x-stainless-retry-count`` request header (the openai and anthropic SDKs send it)."""
+def header(headers: Any, name: str) -> str | None:
+    """A header's value from any HTTP library's headers (``name`` in lower case), or ``None``."""
     entries = getattr(headers, "_list", None)
     if type(entries) is list:  # httpx's Headers: (name, lowercased name, value); .get() costs ~5 µs
+        key = name.encode("latin-1")
         for entry in entries:
-            if entry[1] == b"x-stainless-retry-count":
+            if entry[1] == key:
                 return entry[2].decode("latin-1")  # type: ignore[no-any-return]
         return None
     try:
-        return headers.get("x-stainless-retry-count")  # type: ignore[no-any-return]
-    except Exception:  # not a mapping we know: the attempt is found by matching failed requests
+        return headers.get(name)  # type: ignore[no-any-return]
+    except Exception:  # not a mapping we know
         return None
+
+
+def retry_count(headers: Any) -> str | None:
+    """The ``x-stainless-retry-count`` request header (the openai and anthropic SDKs send it)."""
+    return header(headers, "x-stainless-retry-count")
 
 
 def media_type(headers: Any) -> str:
     """The media type of a response's ``content-type`` (lower case, parameters dropped); "" if none."""
-    content_type = headers.get("content-type", "") if headers is not None else ""
-    return content_type.partition(";")[0].strip().lower()
+    content_type = header(headers, "content-type") if headers is not None else None
+    return content_type.partition(";")[0].strip().lower() if content_type else ""
 
 
 def start(method: str, host: str, path: str, headers: Any, body: bytes | None, library: str) -> Exchange | None:

@@ -23,11 +23,11 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from tokentrail._guard import guard, report
+from tokentrail._guard import failed, guard, report
 from tokentrail.enrich.callsite import resolve
 from tokentrail.errors import RecordsDroppedWarning
 from tokentrail.records import CallRecord, CallStatus, Cost, Flag, new_id
-from tokentrail.scope import Scope, _listeners, add_call, add_cost
+from tokentrail.scope import Scope, _listeners, add_call
 from tokentrail.usage import Provenance, Source, Usage
 from tokentrail.wire import provider_for
 from tokentrail.wire._base import ParsedCall, RequestInfo, StreamOutcome
@@ -136,24 +136,27 @@ def process_pending() -> None:
                 continue
             _announce(item.scope)
             record: CallRecord | None = None
-            with guard("pipeline.build"):
-                try:
-                    record = build(item)
-                    for enrich in _enrichers:
-                        with guard(f"enrich.{getattr(enrich, '__name__', 'step')}"):
-                            record = enrich(record, item)
-                finally:
-                    # A bug of ours must not lose the call: it is stored with what is certain (who,
-                    # where, when, status), its usage unknown and flagged; the guard counts the error.
-                    if record is None:
-                        record = fallback_record(item)
-                    _ready.append(record)
-            with guard("pipeline.totals"):
-                add_call(item.scope, record.usage, record.provenance, record.model)
-                add_cost(item.scope, record.cost.amount if record.cost else None)
+            try:  # not guard(): a bare try costs nothing until it raises, and this runs per call
+                record = build(item)
+                for enrich in _enrichers:
+                    with guard(f"enrich.{getattr(enrich, '__name__', 'step')}"):
+                        record = enrich(record, item)
+            except Exception as exc:
+                failed("pipeline.build", exc)
+            finally:
+                # A bug of ours must not lose the call: it is stored with what is certain (who,
+                # where, when, status), its usage unknown and flagged; the error is counted.
+                if record is None:
+                    record = fallback_record(item)
+                _ready.append(record)
+            try:
+                cost = None if record.cost is None else record.cost.amount
+                add_call(item.scope, record.usage, record.provenance, record.model, cost)
                 for subscriber in _subscribers:
                     with guard("subscriber"):
                         subscriber(record)
+            except Exception as exc:
+                failed("pipeline.totals", exc)
 
 
 def fallback_record(exchange: Exchange) -> CallRecord:

@@ -293,7 +293,21 @@ def request_info(body: bytes) -> RequestInfo:
         return RequestInfo()
     fields = top_level(body, "model", "stream")
     model = fields.get("model")
-    return RequestInfo(model=model if isinstance(model, str) else None, stream=fields.get("stream") is True)
+    return request_of(model if isinstance(model, str) else None, fields.get("stream") is True)
+
+
+def request_of(model: str | None, stream: bool) -> RequestInfo:
+    """The `RequestInfo` of (model, stream): one shared value per pair, built once."""
+    key = (model, stream)
+    info = _request_infos.get(key)
+    if info is None:
+        if len(_request_infos) >= 4096:
+            _request_infos.clear()
+        info = _request_infos[key] = RequestInfo(model=model, stream=stream)
+    return info
+
+
+_request_infos: dict[tuple[str | None, bool], RequestInfo] = {}
 
 
 def as_partial(provenance: Provenance) -> Provenance:
