@@ -1,0 +1,118 @@
+"""Long streams through the httpx hook: chunks kept in batches, past the memory limit parsed as they
+pass, and in every case the caller's bytes unchanged and one exact record."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+
+import tokentrail
+from tokentrail import _guard
+from tokentrail.capture import _exchange
+from tokentrail.enrich.count import count_text
+from tokentrail.errors import InstrumentationWarning
+from tokentrail.wire import openai_chat
+
+from ..conftest import recorded
+
+URL = "http://long.test/v1/chat/completions"
+USAGE = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
+
+
+def events(n: int) -> list[bytes]:
+    """``n`` content events, then usage and ``[DONE]``: ``n + 2`` chunks, one event each."""
+
+    def event(obj: dict[str, Any]) -> bytes:
+        return b"data: " + json.dumps({"id": "c1", "model": "gpt-4o-mini", **obj}).encode() + b"\n\n"
+
+    body = [event({"choices": [{"index": 0, "delta": {"content": f"w{i} "}}]}) for i in range(n)]
+    return [*body, event({"choices": [], "usage": USAGE}), b"data: [DONE]\n\n"]
+
+
+class Chunks(httpx2.SyncByteStream):
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = chunks
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self.chunks
+
+
+def client(chunks: list[bytes]) -> httpx2.Client:
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(200, headers={"content-type": "text/event-stream"}, stream=Chunks(chunks))
+
+    return httpx2.Client(transport=httpx2.MockTransport(handler))
+
+
+def read(chunks: list[bytes], stop_after: int | None = None) -> list[bytes]:
+    """Stream the request; return the chunks the caller saw (stopping early if asked)."""
+    seen = []
+    with client(chunks).stream("POST", URL, json={"model": "gpt-4o-mini", "stream": True}) as response:
+        for chunk in response.iter_raw():
+            seen.append(chunk)
+            if stop_after is not None and len(seen) == stop_after:
+                break
+    return seen
+
+
+@pytest.mark.parametrize("n", [0, 1, 61, 62, 63, 126, 200])
+def test_every_chunk_passes_and_the_usage_is_recorded(db: Path, n: int) -> None:
+    # n + 2 chunks: 64 and 128 end a batch exactly, the others end one part-way.
+    chunks = events(n)
+    with tokentrail.run(f"long-{n}"):
+        assert read(chunks) == chunks
+    [record] = recorded(db, run=f"long-{n}")
+    assert (record["status"], record["input_tokens"], record["output_tokens"], record["usage_source"]) == (
+        "ok", 11, 7, "reported",
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("limit", [1, 500, 5_000])
+def test_a_stream_past_the_memory_limit_is_parsed_as_it_passes(
+    db: Path, monkeypatch: pytest.MonkeyPatch, limit: int
+) -> None:
+    monkeypatch.setattr(_exchange.Deferred, "LIMIT", limit)
+    whole = []
+    monkeypatch.setattr(openai_chat.ChatCompletions, "parse_stream", lambda self, data, outcome: whole.append(data))
+    chunks = events(300)
+    with tokentrail.run("past-limit"):
+        assert read(chunks) == chunks
+    [record] = recorded(db, run="past-limit")
+    assert (record["input_tokens"], record["output_tokens"], record["usage_source"]) == (11, 7, "reported")
+    assert whole == [], "past the limit the stream must not be held whole"
+
+
+def test_a_stream_closed_part_way_through_a_batch_is_recorded_as_cancelled(db: Path) -> None:
+    chunks = events(200)
+    with tokentrail.run("closed"):
+        assert read(chunks, stop_after=100) == chunks[:100]
+    [record] = recorded(db, run="closed")
+    seen_text = "".join(f"w{i} " for i in range(100))  # what the caller read: the count is a floor
+    counted = count_text(seen_text, "gpt-4o-mini")
+    assert counted is not None
+    assert (record["status"], record["output_tokens"], record["output_source"]) == (
+        "cancelled",
+        counted.tokens,
+        "counted",
+    )
+    assert record["flags"] == ["count_floor", "stream_incomplete"]
+
+
+def test_a_failure_while_keeping_chunks_leaves_the_stream_intact(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TOKENTRAIL_STRICT", "0")
+    _guard.reset_error_counts()
+    monkeypatch.setattr(_exchange.Deferred, "LIMIT", 100)
+
+    def boom(self: Any) -> None:
+        raise RuntimeError("drain failed")
+
+    monkeypatch.setattr(_exchange.Deferred, "_drain", boom)
+    chunks = events(150)
+    with pytest.warns(InstrumentationWarning), tokentrail.run("drain-fails"):
+        assert read(chunks) == chunks
+    assert _guard.error_counts().get("stream.chunk", 0) >= 1
