@@ -1,5 +1,5 @@
-"""Long streams through the httpx hook: chunks kept in batches, past the memory limit parsed as they
-pass, and in every case the caller's bytes unchanged and one exact record."""
+"""Short and long streams through the httpx hook: chunks kept in memory, past the memory limit parsed
+as they pass, and in every case the caller's bytes unchanged and one exact record."""
 
 from __future__ import annotations
 
@@ -62,7 +62,6 @@ def read(chunks: list[bytes], stop_after: int | None = None) -> list[bytes]:
 
 @pytest.mark.parametrize("n", [0, 1, 61, 62, 63, 126, 200])
 def test_every_chunk_passes_and_the_usage_is_recorded(db: Path, n: int) -> None:
-    # n + 2 chunks: 64 and 128 end a batch exactly, the others end one part-way.
     chunks = events(n)
     with tokentrail.run(f"long-{n}"):
         assert read(chunks) == chunks
@@ -87,7 +86,7 @@ def test_a_stream_past_the_memory_limit_is_parsed_as_it_passes(
     assert whole == [], "past the limit the stream must not be held whole"
 
 
-def test_a_stream_closed_part_way_through_a_batch_is_recorded_as_cancelled(db: Path) -> None:
+def test_a_stream_closed_part_way_is_recorded_as_cancelled(db: Path) -> None:
     chunks = events(200)
     with tokentrail.run("closed"):
         assert read(chunks, stop_after=100) == chunks[:100]

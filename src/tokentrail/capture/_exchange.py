@@ -13,12 +13,10 @@ their headers cost the garbage collector ~5 µs a call (measured on the raw http
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from itertools import islice
 from typing import Any
 
 from tokentrail import scope as _scope
-from tokentrail._guard import failed, guard
+from tokentrail._guard import guard
 from tokentrail.enrich import callsite
 from tokentrail.sinks import pipeline
 from tokentrail.wire import detect
@@ -131,7 +129,6 @@ class Deferred:
     __slots__ = ("_chunks", "_media", "_parser", "_size", "_wire")
 
     LIMIT = 1 << 20
-    BATCH = 64
 
     def __init__(self, wire: WireParser, media: str) -> None:
         self._wire = wire
@@ -149,29 +146,6 @@ class Deferred:
         self._size += len(chunk)
         if self._size > self.LIMIT:
             self._drain()
-
-    def pass_through(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
-        """Yield every chunk of ``chunks`` unchanged, kept as `feed` keeps them.
-
-        For a generator's ``yield from``: while chunks are kept in memory, each costs one C-level
-        list append and no Python call (the size limit is checked every `BATCH` chunks); a stream
-        past `LIMIT` is parsed chunk by chunk as `feed` does.
-        """
-        while (kept := self._chunks) is not None:
-            start, append = len(kept), kept.append
-            yield from (chunk for chunk in islice(chunks, self.BATCH) if not append(chunk))
-            added = len(kept) - start
-            try:
-                self._size += sum(map(len, kept[start:]))
-                if self._size > self.LIMIT:
-                    self._drain()
-            except Exception as exc:
-                failed("stream.chunk", exc)
-            if added < self.BATCH:
-                return  # the stream ended (or broke, which raised through the yield above)
-        for chunk in chunks:
-            self.feed(chunk)
-            yield chunk
 
     def _incremental(self) -> StreamParser:
         if self._parser is None:

@@ -63,27 +63,16 @@ def stream_classes(module: ModuleType) -> tuple[type, type]:
         def __iter__(self) -> Iterator[bytes]:
             outcome = StreamOutcome.CLOSED_EARLY
             error: BaseException | None = None
-            parser = self._parser
+            feed = self._parser.feed
             try:
-                chunks = iter(self._inner)
-                for chunk in chunks:
-                    self._first_chunk()
+                for chunk in self._inner:
+                    if self._first:
+                        self._first_chunk()
                     try:  # zero-cost in CPython 3.11+; a guard() here would cost more than the feed
-                        parser.feed(chunk)
+                        feed(chunk)
                     except Exception as exc:
                         failed("stream.chunk", exc)
                     yield chunk
-                    break
-                pass_through = getattr(parser, "pass_through", None)
-                if pass_through is not None:
-                    yield from pass_through(chunks)  # the rest: no Python call per chunk
-                else:
-                    for chunk in chunks:
-                        try:
-                            parser.feed(chunk)
-                        except Exception as exc:
-                            failed("stream.chunk", exc)
-                        yield chunk
                 outcome = StreamOutcome.COMPLETE
             except Exception as exc:
                 outcome, error = StreamOutcome.BROKEN, exc

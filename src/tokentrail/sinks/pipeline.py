@@ -260,12 +260,13 @@ def build(exchange: Exchange) -> CallRecord:
         flags |= result.flags
 
     t_end = exchange.t_end or exchange.t0
+    started_ns = exchange.t0 + _wall_offset
     model = result.model or info.model
     usage = result.usage if result.usage is not None else Usage()
     frozen_flags = frozenset(flags)
     cost = None
     if pricer is not None:
-        cost, frozen_flags = pricer(provider, model, info.model, exchange.t0 + _wall_offset, usage, result.raw_usage,
+        cost, frozen_flags = pricer(provider, model, info.model, started_ns, usage, result.raw_usage,
                                     parser.api, frozen_flags)  # fmt: skip
 
     anatomy = None
@@ -288,7 +289,7 @@ def build(exchange: Exchange) -> CallRecord:
         http_status=status_code,
         error=error,
         attempt=_attempt(exchange, status is CallStatus.OK),
-        started_ns=exchange.t0 + _wall_offset,
+        started_ns=started_ns,
         latency_ns=t_end - exchange.t0,
         first_token_ns=None if exchange.t_first is None else exchange.t_first - exchange.t0,
         usage=usage,
