@@ -183,16 +183,22 @@ def add_call(scope: Scope, usage: Usage, provenance: Provenance, model: str | No
             else:
                 totals.cost += cost
             if totals.by_model is not None and totals.by_agent is not None:
-                _add(totals.by_model.setdefault(model or "unknown", [0] * len(delta)), delta)
+                _add_to(totals.by_model, model or "unknown", delta)
                 if agent is not None:
-                    _add(totals.by_agent.setdefault(agent, [0] * len(delta)), delta)
+                    _add_to(totals.by_agent, agent, delta)
             node = node.parent
 
 
 def _add(sums: list[int], delta: tuple[int, ...]) -> None:
-    for i, value in enumerate(delta):
-        if value:
-            sums[i] += value
+    sums[:] = map(int.__add__, sums, delta)  # in C: a Python loop over the nine sums costs several µs
+
+
+def _add_to(breakdown: dict[str, list[int]], key: str, delta: tuple[int, ...]) -> None:
+    sums = breakdown.get(key)
+    if sums is None:
+        breakdown[key] = list(delta)
+    else:
+        _add(sums, delta)
 
 
 def _pending_sync() -> None:
