@@ -238,6 +238,10 @@ def hooked(db: Path, stub: StubBedrock) -> Iterator[Path]:
     try:
         yield db
     finally:
+        # A response a test left unread is recorded when it is collected: here, in this test's
+        # ledger, not in whichever ledger the next test opens.
+        gc.collect()
+        tokentrail.flush()
         capture.uninstall()
 
 
