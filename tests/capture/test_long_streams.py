@@ -115,3 +115,77 @@ def test_a_failure_while_keeping_chunks_leaves_the_stream_intact(db: Path, monke
     with pytest.warns(InstrumentationWarning), tokentrail.run("drain-fails"):
         assert read(chunks) == chunks
     assert _guard.error_counts().get("stream.chunk", 0) >= 1
+
+
+# -- the final event ---------------------------------------------------------------------------------
+
+
+def read_until_final_event(chunks: list[bytes], marker: bytes, url: str = URL) -> tuple[Any, Iterator[bytes]]:
+    """Read chunks up to the first one holding ``marker`` and stop there, leaving the response and
+    its iterator open (as litellm does with Anthropic streams); returns both, to keep them open."""
+    http = client(chunks)
+    response = http.send(http.build_request("POST", url, json={"stream": True}), stream=True)
+    iterator = response.iter_raw()
+    for chunk in iterator:
+        if marker in chunk:
+            break
+    return response, iterator
+
+
+def test_a_stream_left_open_after_its_final_event_is_recorded_at_once(db: Path) -> None:
+    chunks = events(5)
+    with tokentrail.run("left-open"):
+        response, _open = read_until_final_event(chunks, b"[DONE]")
+        [record] = recorded(db, run="left-open")  # the response is still open
+    assert (record["status"], record["input_tokens"], record["output_tokens"], record["usage_source"]) == (
+        "ok", 11, 7, "reported",
+    )  # fmt: skip
+    response.close()
+    assert len(recorded(db, run="left-open")) == 1, "closing it later must not record it twice"
+
+
+def test_the_final_event_of_an_anthropic_stream_finishes_the_record(db: Path) -> None:
+    def event(kind: str, data: dict[str, Any]) -> bytes:
+        return f"event: {kind}\ndata: {json.dumps(data)}\n\n".encode()
+
+    message = {"id": "m1", "model": "claude-x", "usage": {"input_tokens": 12, "output_tokens": 1}}
+    chunks = [
+        event("message_start", {"type": "message_start", "message": message}),
+        event("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {"text": "hi"}}),
+        event("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 9}}),
+        event("message_stop", {"type": "message_stop"}),
+    ]  # fmt: skip
+    with tokentrail.run("anthropic-open"):
+        response, _open = read_until_final_event(chunks, b"message_stop", "http://long.test/v1/messages")
+        [record] = recorded(db, run="anthropic-open")
+    response.close()
+    assert (record["api"], record["status"], record["input_tokens"], record["output_tokens"]) == (
+        "anthropic.messages", "ok", 12, 9,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["data: [DONE]", "\ndata: [DONE]\n\n", "x\n\ndata: [DONE]\n\nmore"],
+    ids=["plain", "with-line-breaks", "between-blank-lines"],
+)
+def test_the_marker_quoted_in_the_text_does_not_end_the_stream(db: Path, text: str) -> None:
+    # In the JSON of an event a line break is escaped: the marker is never at the start of a line.
+    content = b"data: " + json.dumps({"choices": [{"index": 0, "delta": {"content": text}}]}).encode() + b"\n\n"
+    chunks = [content, *events(3)]
+    with tokentrail.run("quoted"):
+        response, _open = read_until_final_event(chunks, b"[DONE]")  # stops at the quoted text
+        assert recorded(db, run="quoted") == [], "the quoted marker must not finish the record"
+        response.close()
+    [record] = recorded(db, run="quoted")
+    assert (record["status"], record["output_source"]) == ("cancelled", "estimated")  # the text seen (no model named)
+
+
+def test_a_final_event_split_across_chunks_is_finished_when_the_body_ends(db: Path) -> None:
+    whole = b"".join(events(3))
+    cut = whole.rindex(b"[DONE]") + 3  # "data: [DO" | "NE]\n\n"
+    chunks = [whole[:cut], whole[cut:]]
+    with tokentrail.run("split"):
+        assert read(chunks) == chunks
+    [record] = recorded(db, run="split")
+    assert (record["status"], record["input_tokens"], record["output_tokens"]) == ("ok", 11, 7)

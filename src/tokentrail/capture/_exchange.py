@@ -126,7 +126,7 @@ class Deferred:
     passes, so memory stays bounded whatever the stream's length.
     """
 
-    __slots__ = ("_chunks", "_media", "_parser", "_size", "_wire")
+    __slots__ = ("_chunks", "_media", "_parser", "_size", "_wire", "terminal")
 
     LIMIT = 1 << 20
 
@@ -136,6 +136,9 @@ class Deferred:
         self._parser: StreamParser | None = None
         self._chunks: list[bytes] | None = []
         self._size = 0
+        self.terminal: bytes | None = getattr(wire, "terminal", None) if media == "text/event-stream" else None
+        """The line that starts the family's final event (``data: [DONE]``), or ``None``: a stream
+        wrapper that sees it in a chunk asks `ended_by` whether the response is over."""
 
     def feed(self, chunk: bytes) -> None:
         chunks = self._chunks
@@ -146,6 +149,23 @@ class Deferred:
         self._size += len(chunk)
         if self._size > self.LIMIT:
             self._drain()
+
+    def ended_by(self, chunk: bytes) -> bool:
+        """Whether ``chunk``, just fed, completes the stream's final event: the `terminal` line at
+        the start of a line, then the blank line that ends the event. A JSON string cannot hold a
+        raw line break, so text that merely quotes the marker never matches; a final event split
+        across chunks does not either, and the stream is finished when it closes, as any other."""
+        marker = self.terminal
+        at = chunk.rfind(marker) if marker is not None else -1
+        if at < 0:
+            return False
+        if at > 0:
+            line_start = chunk[at - 1] in b"\r\n"
+        else:
+            chunks = self._chunks
+            line_start = chunks is not None and (len(chunks) == 1 or chunks[-2].endswith((b"\n", b"\r")))
+        rest = chunk[at + len(marker) :]
+        return line_start and (b"\n\n" in rest or b"\r\n\r\n" in rest or b"\r\r" in rest)
 
     def _incremental(self) -> StreamParser:
         if self._parser is None:

@@ -36,6 +36,14 @@ class _Observer:
         if self._exchange is not None:
             self._exchange.t_first = time.perf_counter_ns()
 
+    def _finish_at_final_event(self) -> bool:
+        """The response's final event has arrived: finish the record now rather than at the end of
+        the body. A client may stop reading there and leave the response open (a loop that breaks
+        on ``data: [DONE]``); the call must still be in the live totals when that loop ends, not
+        when the response is closed or collected. Returns False: stop observing the chunks after."""
+        self._finish(StreamOutcome.COMPLETE)
+        return False
+
     def _finish(self, outcome: StreamOutcome, error: BaseException | None = None) -> None:
         exchange, self._exchange = self._exchange, None
         if exchange is not None:
@@ -64,14 +72,19 @@ def stream_classes(module: ModuleType) -> tuple[type, type]:
             outcome = StreamOutcome.CLOSED_EARLY
             error: BaseException | None = None
             feed = self._parser.feed
+            terminal = getattr(self._parser, "terminal", None)
+            observing = True
             try:
                 for chunk in self._inner:
-                    if self._first:
-                        self._first_chunk()
-                    try:  # zero-cost in CPython 3.11+; a guard() here would cost more than the feed
-                        feed(chunk)
-                    except Exception as exc:
-                        failed("stream.chunk", exc)
+                    if observing:
+                        if self._first:
+                            self._first_chunk()
+                        try:  # zero-cost in CPython 3.11+; a guard() here would cost more than the feed
+                            feed(chunk)
+                            if terminal is not None and terminal in chunk and self._parser.ended_by(chunk):
+                                observing = self._finish_at_final_event()
+                        except Exception as exc:
+                            failed("stream.chunk", exc)
                     yield chunk
                 outcome = StreamOutcome.COMPLETE
             except Exception as exc:
@@ -96,14 +109,19 @@ def stream_classes(module: ModuleType) -> tuple[type, type]:
             outcome = StreamOutcome.CLOSED_EARLY
             error: BaseException | None = None
             feed = self._parser.feed
+            terminal = getattr(self._parser, "terminal", None)
+            observing = True
             try:
                 async for chunk in self._inner:
-                    if self._first:
-                        self._first_chunk()
-                    try:
-                        feed(chunk)
-                    except Exception as exc:
-                        failed("stream.chunk", exc)
+                    if observing:
+                        if self._first:
+                            self._first_chunk()
+                        try:
+                            feed(chunk)
+                            if terminal is not None and terminal in chunk and self._parser.ended_by(chunk):
+                                observing = self._finish_at_final_event()
+                        except Exception as exc:
+                            failed("stream.chunk", exc)
                     yield chunk
                 outcome = StreamOutcome.COMPLETE
             except Exception as exc:

@@ -410,7 +410,7 @@ def _anthropic_block(t: _Tally, block: object, part: str, ids: dict[str, str]) -
                 _anthropic_block(t, inner, "tool_results", ids)
         use_id = b.get("tool_use_id")
         t.result(ids.get(use_id) if isinstance(use_id, str) else None, t.parts["tool_results"] - before)
-    elif kind not in _UNCOUNTED_BLOCKS:
+    elif not (isinstance(kind, str) and kind in _UNCOUNTED_BLOCKS):  # unknown or malformed
         t.complete = False  # images, documents, server tool results: not counted
 
 

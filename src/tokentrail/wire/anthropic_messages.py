@@ -234,6 +234,8 @@ class MessagesStream:
 
 class Messages:
     api = "anthropic.messages"
+    terminal = b"event: message_stop"
+    """The line of the stream's final event (see `Deferred.ended_by`)."""
 
     def matches(self, method: str, path: str) -> bool:
         return path.endswith("/v1/messages")
