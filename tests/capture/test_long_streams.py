@@ -144,24 +144,50 @@ def test_a_stream_left_open_after_its_final_event_is_recorded_at_once(db: Path) 
     assert len(recorded(db, run="left-open")) == 1, "closing it later must not record it twice"
 
 
-def test_the_final_event_of_an_anthropic_stream_finishes_the_record(db: Path) -> None:
+def anthropic_events(*, server_tool: bool = False, stop_reason: str | None = "end_turn") -> list[bytes]:
     def event(kind: str, data: dict[str, Any]) -> bytes:
         return f"event: {kind}\ndata: {json.dumps(data)}\n\n".encode()
 
     message = {"id": "m1", "model": "claude-x", "usage": {"input_tokens": 12, "output_tokens": 1}}
-    chunks = [
+    block = (
+        {"type": "server_tool_use", "id": "s1", "name": "web_search"} if server_tool else {"type": "text", "text": ""}
+    )
+    delta = {"type": "message_delta", "delta": {"stop_reason": stop_reason}, "usage": {"output_tokens": 9}}
+    return [
         event("message_start", {"type": "message_start", "message": message}),
+        event("content_block_start", {"type": "content_block_start", "index": 0, "content_block": block}),
         event("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {"text": "hi"}}),
-        event("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 9}}),
+        event("message_delta", delta),
         event("message_stop", {"type": "message_stop"}),
-    ]  # fmt: skip
+    ]
+
+
+ANTHROPIC_URL = "http://long.test/v1/messages"
+
+
+@pytest.mark.parametrize("last_read", [b"message_stop", b"message_delta"])
+def test_the_final_event_of_an_anthropic_stream_finishes_the_record(db: Path, last_read: bytes) -> None:
+    # litellm stops reading at the message_delta with the stop reason: it holds the final usage.
     with tokentrail.run("anthropic-open"):
-        response, _open = read_until_final_event(chunks, b"message_stop", "http://long.test/v1/messages")
+        response, _open = read_until_final_event(anthropic_events(), last_read, ANTHROPIC_URL)
         [record] = recorded(db, run="anthropic-open")
     response.close()
-    assert (record["api"], record["status"], record["input_tokens"], record["output_tokens"]) == (
-        "anthropic.messages", "ok", 12, 9,
+    assert (record["api"], record["status"], record["input_tokens"], record["output_tokens"], record["flags"]) == (
+        "anthropic.messages", "ok", 12, 9, [],
     )  # fmt: skip
+
+
+@pytest.mark.parametrize("events", [anthropic_events(server_tool=True), anthropic_events(stop_reason=None)],
+                         ids=["server-tool", "no-stop-reason"])  # fmt: skip
+def test_an_anthropic_delta_that_may_not_be_the_last_waits_for_message_stop(db: Path, events: list[bytes]) -> None:
+    with tokentrail.run("not-final"):
+        response, _open = read_until_final_event(events, b"message_delta", ANTHROPIC_URL)
+        assert recorded(db, run="not-final") == []
+        for _chunk in _open:  # message_stop
+            pass
+        [record] = recorded(db, run="not-final")
+    response.close()
+    assert (record["status"], record["output_tokens"]) == ("ok", 9)
 
 
 @pytest.mark.parametrize(

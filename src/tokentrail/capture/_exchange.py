@@ -151,10 +151,11 @@ class Deferred:
             self._drain()
 
     def ended_by(self, chunk: bytes) -> bool:
-        """Whether ``chunk``, just fed, completes the stream's final event: the `terminal` line at
-        the start of a line, then the blank line that ends the event. A JSON string cannot hold a
-        raw line break, so text that merely quotes the marker never matches; a final event split
-        across chunks does not either, and the stream is finished when it closes, as any other."""
+        """Whether ``chunk``, just fed, completes the stream's final event: an event whose first
+        line starts with `terminal`, ended by its blank line, that the family's ``final_event``
+        (if it has one) accepts. A JSON string cannot hold a raw line break, so text that merely
+        quotes the marker never matches; a final event split across chunks does not either, and
+        the stream is finished when it closes, as any other."""
         marker = self.terminal
         at = chunk.rfind(marker) if marker is not None else -1
         if at < 0:
@@ -164,8 +165,13 @@ class Deferred:
         else:
             chunks = self._chunks
             line_start = chunks is not None and (len(chunks) == 1 or chunks[-2].endswith((b"\n", b"\r")))
-        rest = chunk[at + len(marker) :]
-        return line_start and (b"\n\n" in rest or b"\r\n\r\n" in rest or b"\r\r" in rest)
+        if not line_start:
+            return False
+        ends = [i for i in (chunk.find(b"\n\n", at), chunk.find(b"\r\n\r\n", at), chunk.find(b"\r\r", at)) if i >= 0]
+        if not ends:
+            return False
+        final_event = getattr(self._wire, "final_event", None)
+        return final_event is None or final_event(chunk[at : min(ends)], self._chunks)
 
     def _incremental(self) -> StreamParser:
         if self._parser is None:

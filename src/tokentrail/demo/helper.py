@@ -14,7 +14,10 @@ def classify(base_url: str, text: str) -> str:
         f"{base_url}/chat/completions",
         json={
             "model": "gpt-4o-mini",
-            "messages": [{"role": "system", "content": "Label the topic in one word."}, {"role": "user", "content": text}],
+            "messages": [
+                {"role": "system", "content": "Label the topic in one word."},
+                {"role": "user", "content": text},
+            ],
             "max_tokens": 8,
         },
         headers={"authorization": "Bearer sk-demo"},

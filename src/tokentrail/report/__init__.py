@@ -152,7 +152,9 @@ def totals(db: sqlite3.Connection, filters: Filters = Filters(), *, anatomy: boo
     return {name: None if name in nulls else 0 for name, _ in measures(anatomy=anatomy)}
 
 
-def what_if(db: sqlite3.Connection, by: Sequence[str], model: str, filters: Filters = Filters()) -> dict[tuple[Any, ...], Any]:
+def what_if(
+    db: sqlite3.Connection, by: Sequence[str], model: str, filters: Filters = Filters()
+) -> dict[tuple[Any, ...], Any]:
     """What each group's recorded usage would have cost on ``model``, priced call by call (so
     long-context tiers apply per call as the provider bills them). Values are Decimal USD, or None
     when the model has no price or a call's counts are unknown (that call is left out and counted).

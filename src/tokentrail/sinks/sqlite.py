@@ -23,7 +23,8 @@ CALL_COLUMNS = (
 ).split()
 _INSERT_CALL = f"INSERT OR IGNORE INTO calls ({', '.join(CALL_COLUMNS)}) VALUES ({', '.join('?' * len(CALL_COLUMNS))})"
 _INSERT_SCOPE = (
-    "INSERT OR IGNORE INTO scopes (id, parent_id, run_id, kind, name, id_path, name_path, tags, started_ns, pid, host_name)"
+    "INSERT OR IGNORE INTO scopes"
+    " (id, parent_id, run_id, kind, name, id_path, name_path, tags, started_ns, pid, host_name)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 

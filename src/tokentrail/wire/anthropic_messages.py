@@ -234,8 +234,21 @@ class MessagesStream:
 
 class Messages:
     api = "anthropic.messages"
-    terminal = b"event: message_stop"
-    """The line of the stream's final event (see `Deferred.ended_by`)."""
+    terminal = b"event: message_"
+    """The start of the lines of the events that may end the stream (see `final_event`)."""
+
+    def final_event(self, event: bytes, chunks: list[bytes] | None) -> bool:
+        """Whether a stream's ``event`` (its bytes, from the ``event:`` line) ends the message:
+        ``message_stop``, or the ``message_delta`` with the stop reason, which holds the final usage
+        (litellm reads no further and leaves the response open). With server tools the model may be
+        sampled again after a stop, so there only ``message_stop`` ends it (as `MessagesStream`)."""
+        if event.startswith(b"event: message_stop"):
+            return True
+        if not event.startswith(b"event: message_delta") or b'"stop_reason":null' in event.replace(b" ", b""):
+            return False
+        if b'"stop_reason"' not in event or chunks is None:
+            return False
+        return not any(b"server_tool_use" in c or b"mcp_tool_use" in c for c in chunks)
 
     def matches(self, method: str, path: str) -> bool:
         return path.endswith("/v1/messages")
