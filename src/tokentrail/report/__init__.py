@@ -185,11 +185,15 @@ def what_if(
 
 
 def subtree_totals(db: sqlite3.Connection, id_path: str) -> UsageTotals:
-    """Totals of every call under the scope with materialized path ``id_path`` (one indexed query)."""
+    """Totals of every call under the scope with materialized path ``id_path`` (one indexed query).
+
+    The descendants' paths start with ``id_path + "/"``: in byte order they lie between that and
+    ``id_path + "0"`` ("0" follows "/"), a range the ``calls_scope_path`` index serves (a ``LIKE``
+    prefix would scan the whole table)."""
     row = db.execute(
         f"SELECT {', '.join(f'{expr} AS {name}' for name, expr in MEASURES)} FROM calls"
-        " WHERE scope_id_path = ? OR scope_id_path LIKE ? ESCAPE '!'",
-        (id_path, id_path.replace("!", "!!").replace("%", "!%").replace("_", "!_") + "/%"),
+        " WHERE scope_id_path = ? OR (scope_id_path > ? AND scope_id_path < ?)",
+        (id_path, id_path + "/", id_path + "0"),
     ).fetchone()
     return UsageTotals.from_dict(dict(row) if row["calls"] else {})
 

@@ -121,6 +121,13 @@ def m003_anatomy(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE calls ADD COLUMN anatomy TEXT")
 
 
+@migration
+def m004_drop_unused_run_index(db: sqlite3.Connection) -> None:
+    # No query uses it: runs are selected by name or id together ("run = ? OR run_id = ?"), which
+    # SQLite answers with a scan either way. An index costs every insert (BENCHMARKING.md).
+    db.execute("DROP INDEX IF EXISTS calls_run")
+
+
 def migrate(db: sqlite3.Connection) -> list[str]:
     """Apply the migrations not yet applied, each in its own transaction; returns their names.
 
