@@ -132,18 +132,6 @@ def read_until_final_event(chunks: list[bytes], marker: bytes, url: str = URL) -
     return response, iterator
 
 
-def test_a_stream_left_open_after_its_final_event_is_recorded_at_once(db: Path) -> None:
-    chunks = events(5)
-    with tokentrail.run("left-open"):
-        response, _open = read_until_final_event(chunks, b"[DONE]")
-        [record] = recorded(db, run="left-open")  # the response is still open
-    assert (record["status"], record["input_tokens"], record["output_tokens"], record["usage_source"]) == (
-        "ok", 11, 7, "reported",
-    )  # fmt: skip
-    response.close()
-    assert len(recorded(db, run="left-open")) == 1, "closing it later must not record it twice"
-
-
 def anthropic_events(*, server_tool: bool = False, stop_reason: str | None = "end_turn") -> list[bytes]:
     def event(kind: str, data: dict[str, Any]) -> bytes:
         return f"event: {kind}\ndata: {json.dumps(data)}\n\n".encode()
@@ -190,28 +178,51 @@ def test_an_anthropic_delta_that_may_not_be_the_last_waits_for_message_stop(db: 
     assert (record["status"], record["output_tokens"]) == ("ok", 9)
 
 
+def test_a_stream_left_open_after_its_final_event_is_recorded_once(db: Path) -> None:
+    with tokentrail.run("left-open"):
+        response, _open = read_until_final_event(anthropic_events(), b"message_stop", ANTHROPIC_URL)
+        [record] = recorded(db, run="left-open")  # the response is still open
+        response.close()
+        assert len(recorded(db, run="left-open")) == 1, "closing it later must not record it twice"
+    assert (record["status"], record["output_tokens"]) == ("ok", 9)
+
+
+def test_openai_streams_are_recorded_when_their_body_ends(db: Path) -> None:
+    # Only Anthropic streams end at their final event: the OpenAI SDKs read every stream to its end.
+    with tokentrail.run("openai-open"):
+        response, _open = read_until_final_event(events(3), b"[DONE]")
+        assert recorded(db, run="openai-open") == []
+        response.close()
+    [record] = recorded(db, run="openai-open")
+    assert (record["status"], record["output_tokens"]) == ("ok", 7)
+
+
 @pytest.mark.parametrize(
     "text",
-    ["data: [DONE]", "\ndata: [DONE]\n\n", "x\n\ndata: [DONE]\n\nmore"],
+    ["event: message_stop", "\nevent: message_stop\n\n", "x\n\nevent: message_stop\n\nmore"],
     ids=["plain", "with-line-breaks", "between-blank-lines"],
 )
 def test_the_marker_quoted_in_the_text_does_not_end_the_stream(db: Path, text: str) -> None:
     # In the JSON of an event a line break is escaped: the marker is never at the start of a line.
-    content = b"data: " + json.dumps({"choices": [{"index": 0, "delta": {"content": text}}]}).encode() + b"\n\n"
-    chunks = [content, *events(3)]
+    events = anthropic_events()
+    quoted = {"type": "content_block_delta", "index": 0, "delta": {"text": text}}
+    events[2] = f"event: content_block_delta\ndata: {json.dumps(quoted)}\n\n".encode()
     with tokentrail.run("quoted"):
-        response, _open = read_until_final_event(chunks, b"[DONE]")  # stops at the quoted text
+        response, _open = read_until_final_event(events, b"message_stop", ANTHROPIC_URL)  # stops at the quote
         assert recorded(db, run="quoted") == [], "the quoted marker must not finish the record"
         response.close()
     [record] = recorded(db, run="quoted")
-    assert (record["status"], record["output_source"]) == ("cancelled", "estimated")  # the text seen (no model named)
+    assert record["status"] == "cancelled"
 
 
 def test_a_final_event_split_across_chunks_is_finished_when_the_body_ends(db: Path) -> None:
-    whole = b"".join(events(3))
-    cut = whole.rindex(b"[DONE]") + 3  # "data: [DO" | "NE]\n\n"
+    whole = b"".join(anthropic_events())
+    cut = whole.rindex(b"message_stop") + 4  # inside the final event's data line: …"mess" | "age_stop"}…
     chunks = [whole[:cut], whole[cut:]]
     with tokentrail.run("split"):
-        assert read(chunks) == chunks
+        _response, _open = read_until_final_event(chunks, b"age_stop", ANTHROPIC_URL)
+        assert recorded(db, run="split") == []
+        for _chunk in _open:
+            pass
     [record] = recorded(db, run="split")
-    assert (record["status"], record["input_tokens"], record["output_tokens"]) == ("ok", 11, 7)
+    assert (record["status"], record["input_tokens"], record["output_tokens"]) == ("ok", 12, 9)

@@ -137,8 +137,8 @@ class Deferred:
         self._chunks: list[bytes] | None = []
         self._size = 0
         self.terminal: bytes | None = getattr(wire, "terminal", None) if media == "text/event-stream" else None
-        """The line that starts the family's final event (``data: [DONE]``), or ``None``: a stream
-        wrapper that sees it in a chunk asks `ended_by` whether the response is over."""
+        """The start of the line of the family's final event (Anthropic's ``event: message_``), or
+        ``None``: a stream wrapper that sees it in a chunk asks `ended_by` whether the response is over."""
 
     def feed(self, chunk: bytes) -> None:
         chunks = self._chunks

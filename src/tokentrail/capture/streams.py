@@ -38,9 +38,9 @@ class _Observer:
 
     def _finish_at_final_event(self) -> bool:
         """The response's final event has arrived: finish the record now rather than at the end of
-        the body. A client may stop reading there and leave the response open (a loop that breaks
-        on ``data: [DONE]``); the call must still be in the live totals when that loop ends, not
-        when the response is closed or collected. Returns False: stop observing the chunks after."""
+        the body. A client may stop reading there and leave the response open (litellm does with
+        Anthropic streams); the call must still be in the live totals when that loop ends, not when
+        the response is closed or collected. Returns False: stop observing the chunks after."""
         self._finish(StreamOutcome.COMPLETE)
         return False
 

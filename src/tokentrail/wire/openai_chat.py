@@ -229,8 +229,6 @@ def parse_stream(data: bytes, outcome: StreamOutcome) -> ParsedCall | None:
 
 class ChatCompletions:
     api = "openai.chat"
-    terminal = b"data: [DONE]"
-    """The line of the stream's final event (see `Deferred.ended_by`)."""
     _suffix = "/chat/completions"
 
     def parse_stream(self, data: bytes, outcome: StreamOutcome) -> ParsedCall | None:

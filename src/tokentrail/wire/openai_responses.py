@@ -91,8 +91,6 @@ class ResponsesStream:
 
 class Responses:
     api = "openai.responses"
-    terminal = b"event: response.completed"
-    """The line of the stream's final event (see `Deferred.ended_by`); its data carries the usage."""
 
     def matches(self, method: str, path: str) -> bool:
         return path.endswith("/responses")
