@@ -119,19 +119,10 @@ def _describe(filename: str) -> tuple[str, str]:
 
 def resolve(site: tuple[CodeType, int] | None) -> CallSite | None:
     """Name a captured frame (once per code object and line: a program calls from few places)."""
-    if site is None:
-        return None
-    named = _named.get(site)
-    if named is None:
-        if len(_named) >= 4096:
-            _named.clear()
-        named = _named[site] = _name(*site)
-    return named
+    return None if site is None else _name(*site)
 
 
-_named: dict[tuple[CodeType, int], CallSite] = {}
-
-
+@functools.lru_cache(maxsize=4096)
 def _name(code: CodeType, line: int) -> CallSite:
     if code.co_filename.startswith("<"):
         return CallSite(module=code.co_filename, function=code.co_qualname, file=code.co_filename, line=line)

@@ -296,18 +296,10 @@ def request_info(body: bytes) -> RequestInfo:
     return request_of(model if isinstance(model, str) else None, fields.get("stream") is True)
 
 
+@functools.lru_cache(maxsize=4096)
 def request_of(model: str | None, stream: bool) -> RequestInfo:
     """The `RequestInfo` of (model, stream): one shared value per pair, built once."""
-    key = (model, stream)
-    info = _request_infos.get(key)
-    if info is None:
-        if len(_request_infos) >= 4096:
-            _request_infos.clear()
-        info = _request_infos[key] = RequestInfo(model=model, stream=stream)
-    return info
-
-
-_request_infos: dict[tuple[str | None, bool], RequestInfo] = {}
+    return RequestInfo(model=model, stream=stream)
 
 
 def as_partial(provenance: Provenance) -> Provenance:

@@ -246,11 +246,9 @@ class Messages:
         sampled again after a stop, so there only ``message_stop`` ends it (as `MessagesStream`)."""
         if event.startswith(b"event: message_stop"):
             return True
-        if not event.startswith(b"event: message_delta") or b'"stop_reason":null' in event.replace(b" ", b""):
+        if not event.startswith(b"event: message_delta") or b'"stop_reason":"' not in event.replace(b" ", b""):
             return False
-        if b'"stop_reason"' not in event or chunks is None:
-            return False
-        return not any(b"server_tool_use" in c or b"mcp_tool_use" in c for c in chunks)
+        return chunks is not None and not any(b"server_tool_use" in c or b"mcp_tool_use" in c for c in chunks)
 
     def matches(self, method: str, path: str) -> bool:
         return path.endswith("/v1/messages")
