@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import random
 import time
-from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-from tokentrail.usage import MISSING, Provenance, Usage
+import msgspec
+
+from tokentrail.usage import EMPTY, MISSING, Provenance, Usage
 
 
 class CallStatus(StrEnum):
@@ -47,8 +48,7 @@ class Flag(StrEnum):
     """Our cost and the provider-reported cost (OpenRouter, Perplexity) differ by more than 1%."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CallSite:
+class CallSite(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """The first stack frame outside tokentrail, the HTTP library and the LLM SDK."""
 
     module: str
@@ -68,8 +68,7 @@ class CallSite:
         return f"{self.module}.{self.function}"
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Cost:
+class Cost(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """What a call cost, and with which price table."""
 
     amount: Decimal
@@ -77,8 +76,7 @@ class Cost:
     price_version: str | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CallRecord:
+class CallRecord(msgspec.Struct, frozen=True, kw_only=True):
     """One HTTP attempt. Times are integer nanoseconds (wall clock for start, monotonic deltas)."""
 
     id: str
@@ -103,7 +101,7 @@ class CallRecord:
     latency_ns: int | None = None
     first_token_ns: int | None = None
     """Time from sending to the first streamed byte, for streams."""
-    usage: Usage = field(default_factory=Usage)
+    usage: Usage = EMPTY
     provenance: Provenance = MISSING
     raw_usage: Any = None
     """The provider's usage object as received, kept for re-derivation."""
@@ -123,7 +121,7 @@ class CallRecord:
     call_site: CallSite | None = None
     pid: int = 0
     host_name: str = ""
-    tags: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = msgspec.field(default_factory=dict)
     anatomy: dict[str, Any] | None = None
     """Where the prompt's tokens went (tool definitions, tool results, system, history, latest input;
     tools offered and called), when prompt anatomy is on and the request body was seen."""

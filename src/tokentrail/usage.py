@@ -11,9 +11,10 @@ The conventions are the same for every provider (ARCHITECTURE.md §2):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import Any
+
+import msgspec
 
 
 class Source(StrEnum):
@@ -39,8 +40,7 @@ def weakest(*sources: Source) -> Source:
     return max(sources, key=_SOURCE_RANK.__getitem__, default=Source.MISSING)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Provenance:
+class Provenance(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """Where the input and output counts of one call came from."""
 
     input: Source = Source.MISSING
@@ -59,8 +59,7 @@ REPORTED = Provenance(input=Source.REPORTED, output=Source.REPORTED)
 MISSING = Provenance()
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Usage:
+class Usage(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """The normalized token counts of one call. ``None`` means unknown."""
 
     input_tokens: int | None = None
@@ -110,8 +109,7 @@ TOKEN_FIELDS = (
 )
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class UsageTotals:
+class UsageTotals(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """The sum over many calls.
 
     Counts are plain integers: a call whose count is unknown adds nothing to that count and is
@@ -139,20 +137,19 @@ class UsageTotals:
     def __add__(self, other: UsageTotals) -> UsageTotals:
         if not isinstance(other, UsageTotals):
             return NotImplemented
-        return UsageTotals(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in _TOTAL_FIELDS})
+        return UsageTotals(**{k: getattr(self, k) + getattr(other, k) for k in TOTAL_KEYS})
 
     def as_dict(self) -> dict[str, int]:
         """Every field, for JSON."""
-        return {f.name: getattr(self, f.name) for f in _TOTAL_FIELDS}
+        return {k: getattr(self, k) for k in TOTAL_KEYS}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> UsageTotals:
         """The inverse of `as_dict`; unknown keys are ignored and ``None`` counts as 0."""
-        return cls(**{f.name: int(data.get(f.name) or 0) for f in _TOTAL_FIELDS})
+        return cls(**{k: int(data.get(k) or 0) for k in TOTAL_KEYS})
 
 
-_TOTAL_FIELDS = fields(UsageTotals)
-TOTAL_KEYS = tuple(f.name for f in _TOTAL_FIELDS)
+TOTAL_KEYS: tuple[str, ...] = UsageTotals.__struct_fields__
 """`UsageTotals`' fields in order: the columns of `totals_row`."""
 _ESTIMATES = (Source.COUNTED, Source.ESTIMATED)
 

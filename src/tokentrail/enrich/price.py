@@ -8,10 +8,11 @@ exist and differ by more than 1%, the record gets the ``cost_mismatch`` flag. Wh
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from tokentrail import pricing
 from tokentrail.records import CallRecord, Cost, Flag
@@ -34,7 +35,7 @@ def price_record(record: CallRecord, exchange: Exchange | None = None) -> CallRe
                          record.usage, record.raw_usage, record.api, record.flags)  # fmt: skip
     if cost is None and flags is record.flags:
         return record
-    return dataclasses.replace(record, cost=cost, flags=flags)
+    return msgspec.structs.replace(record, cost=cost, flags=flags)
 
 
 def priced(

@@ -9,8 +9,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
+import msgspec
+
 from tokentrail.records import Flag
-from tokentrail.usage import MISSING, REPORTED, Provenance, Source, Usage
+from tokentrail.usage import EMPTY, MISSING, REPORTED, Provenance, Source, Usage
 
 
 class StreamOutcome(StrEnum):
@@ -26,29 +28,38 @@ class StreamOutcome(StrEnum):
     """It was garbage-collected without being read to the end or closed."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RequestInfo:
+class RequestInfo(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """What the request body says."""
 
     model: str | None = None
     stream: bool = False
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ParsedCall:
+class ParsedCall(msgspec.Struct, frozen=True, kw_only=True, eq=False):
     """What a response body says about usage."""
 
     model: str | None = None
-    usage: Usage = field(default_factory=Usage)
+    usage: Usage = EMPTY
     provenance: Provenance = MISSING
     raw_usage: Any = None
     flags: frozenset[str] = frozenset()
     response_id: str | None = None
     complete: bool = True
     """False when a stream ended before its final event."""
-    output_text: Callable[[], str | None] | None = field(default=None, compare=False, repr=False)
+    output_text: Callable[[], str | None] | None = None
     """Returns the generated text (content, tool-call names and arguments), decoded only when asked:
     the pipeline counts it when the provider reported no output usage."""
+
+    def __eq__(self, other: object) -> bool:  # every field but output_text, a closure
+        if type(other) is not ParsedCall:
+            return NotImplemented
+        return _comparable(self) == _comparable(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def _comparable(call: ParsedCall) -> tuple[Any, ...]:
+    return (call.model, call.usage, call.provenance, call.raw_usage, call.flags, call.response_id, call.complete)
 
 
 class StreamParser(Protocol):

@@ -24,8 +24,9 @@ decoded objects / event payloads, so Bedrock's and Vertex's Anthropic-shaped bod
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
+
+from msgspec.structs import replace
 
 from tokentrail.records import Flag
 from tokentrail.usage import Provenance, Source, Usage

@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import re
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import Any
 from urllib.parse import unquote
+
+from msgspec.structs import replace
 
 from tokentrail.records import Flag
 from tokentrail.wire import cohere, openai_chat
@@ -109,7 +111,7 @@ def _read(counts: Any, spec: UsageMap, *, raw_usage: Any = _SAME, **kwargs: Any)
     """`parsed`, with an inclusive input only when its uncached base count is there."""
     base = _BASE.get(spec)
     if base is not None and isinstance(counts, Mapping) and counts.get(base) is None:
-        spec = replace(spec, input=())
+        spec = dataclasses.replace(spec, input=())
     result = parsed(counts, spec, **kwargs)
     return result if raw_usage is _SAME else replace(result, raw_usage=raw_usage)
 

@@ -21,8 +21,9 @@ in the raw usage. When a response has no ``billed_units`` at all (some Cohere-co
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import Any
+
+from msgspec.structs import replace
 
 from tokentrail.wire._base import (
     ParsedCall,

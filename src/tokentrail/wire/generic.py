@@ -14,8 +14,9 @@ capture layer's decision: `matches` accepts any POST.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import Any
+
+from msgspec.structs import replace
 
 from tokentrail.wire._base import ParsedCall, RequestInfo, StreamOutcome, UsageMap, json_value, parsed, top_level
 

@@ -15,8 +15,9 @@ https://github.com/ollama/ollama/blob/main/docs/api.md and https://docs.ollama.c
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
+
+from msgspec.structs import replace
 
 from tokentrail.wire._base import ParsedCall, RequestInfo, StreamOutcome, UsageMap, WholeBody, loads, parsed, top_level
 

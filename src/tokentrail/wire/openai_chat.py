@@ -16,8 +16,9 @@ Stream quirks:
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
+
+from msgspec.structs import replace
 
 from tokentrail.wire._base import (
     ParsedCall,
@@ -139,6 +140,9 @@ class ChatStream:
                 self._done = True
                 continue
             self._events.append(data)
+            # Checked on the bytes, as `parse_stream` does, whether or not the event parses.
+            if not self._finished and (b'"finish_reason":"' in data or b'"finish_reason": "' in data):
+                self._finished = True
             # Azure's first chunk carries prompt_filter_results with "model": "" and "id": "", so
             # the model is taken from the first chunk that names one.
             if not self._model or has_object(data, b'"usage"') or b'"error"' in data:
@@ -152,8 +156,6 @@ class ChatStream:
                     self._usage = usage
                 if "error" in obj:
                     self._error = True
-            if not self._finished and (b'"finish_reason":"' in data or b'"finish_reason": "' in data):
-                self._finished = True
 
     def finish(self, outcome: StreamOutcome) -> ParsedCall:
         complete = self._done or (outcome is StreamOutcome.COMPLETE and self._finished and not self._error)

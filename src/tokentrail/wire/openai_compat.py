@@ -43,9 +43,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import replace
 from decimal import Decimal, InvalidOperation
 from typing import Any
+
+from msgspec.structs import replace
 
 from tokentrail.records import Flag
 from tokentrail.usage import Provenance, Usage
