@@ -278,9 +278,9 @@ def test_older_or_damaged_anatomies_are_counted_apart(ledger: Path, tmp_path: Pa
     try:
         # An anatomy from before the per-name counts were stored, and a value that is not JSON.
         ids = [r[0] for r in conn.execute("SELECT id FROM calls WHERE api = 'openai.chat' ORDER BY started_ns")]
-        conn.execute("UPDATE calls SET anatomy = json_remove(anatomy, '$.tool_definitions_by_name',"
+        conn.execute("UPDATE call_rows SET anatomy = json_remove(anatomy, '$.tool_definitions_by_name',"
                      " '$.tool_results_by_name') WHERE id = ?", (ids[0],))  # fmt: skip
-        conn.execute("UPDATE calls SET anatomy = '{not json' WHERE id = ?", (ids[1],))
+        conn.execute("UPDATE call_rows SET anatomy = '{not json' WHERE id = ?", (ids[1],))
         conn.commit()
     finally:
         conn.close()

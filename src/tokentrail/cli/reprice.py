@@ -22,7 +22,7 @@ from tokentrail.sinks.sqlite import connect, pico
 from tokentrail.usage import Usage
 
 _COLUMNS = (
-    "id, api, provider, host, endpoint, model, requested_model, input_tokens, output_tokens, "
+    "row_id, id, api, provider, host, endpoint, model, requested_model, input_tokens, output_tokens, "
     "cache_read_tokens, cache_write_tokens, reasoning_tokens, raw_usage, started_ns, cost_usd, price_version, flags"
 )
 
@@ -67,7 +67,7 @@ def reprice(db: sqlite3.Connection, *, run: str | None = None, dry_run: bool = F
     db.execute("BEGIN IMMEDIATE")  # read and write under one lock: no call is priced twice or missed
     try:
         rows = db.execute(f"SELECT {_COLUMNS} FROM calls {where}", params).fetchall()
-        updates: list[tuple[str | None, int | None, str | None, str, str]] = []
+        updates: list[tuple[str | None, int | None, str | None, str, int]] = []
         total = was = Decimal(0)
         unpriced = 0
         for row in rows:
@@ -85,10 +85,11 @@ def reprice(db: sqlite3.Connection, *, run: str | None = None, dry_run: bool = F
             flags = ",".join(sorted(record.flags))
             if new_cost != old_cost or version != row["price_version"] or record.flags != old_flags:
                 stored = None if new_cost is None else format(new_cost, "f")
-                updates.append((stored, pico(new_cost), version, flags, row["id"]))
+                updates.append((stored, pico(new_cost), version, flags, row["row_id"]))
         if updates and not dry_run:
             db.executemany(
-                "UPDATE calls SET cost_usd = ?, cost_pico = ?, price_version = ?, flags = ? WHERE id = ?", updates
+                "UPDATE call_rows SET cost_usd = ?, cost_pico = ?, price_version = ?, flags = ? WHERE rowid = ?",
+                updates,
             )
         db.execute("ROLLBACK" if dry_run else "COMMIT")
     except BaseException:

@@ -188,8 +188,8 @@ def subtree_totals(db: sqlite3.Connection, id_path: str) -> UsageTotals:
     """Totals of every call under the scope with materialized path ``id_path`` (one indexed query).
 
     The descendants' paths start with ``id_path + "/"``: in byte order they lie between that and
-    ``id_path + "0"`` ("0" follows "/"), a range the ``calls_scope_path`` index serves (a ``LIKE``
-    prefix would scan the whole table)."""
+    ``id_path + "0"`` ("0" follows "/"), a range the ``call_places_path`` index serves (a ``LIKE``
+    prefix would scan the whole table); their calls come by the ``call_rows_place`` index."""
     row = db.execute(
         f"SELECT {', '.join(f'{expr} AS {name}' for name, expr in MEASURES)} FROM calls"
         " WHERE scope_id_path = ? OR (scope_id_path > ? AND scope_id_path < ?)",

@@ -128,6 +128,123 @@ def m004_drop_unused_run_index(db: sqlite3.Connection) -> None:
     db.execute("DROP INDEX IF EXISTS calls_run")
 
 
+CONTEXT_COLUMNS = (
+    "api provider host endpoint requested_model model stream status http_status error input_source "
+    "output_source usage_source tokenizer call_site call_function call_module pid host_name"
+).split()
+"""What many calls share (where they went, how they ended, who made them): one ``call_contexts`` row each."""
+PLACE_COLUMNS = "scope_id scope_id_path scope_path run_id run agent step tool tags".split()
+"""Where in the run tree calls were made: one ``call_places`` row per scope."""
+ROW_COLUMNS = (
+    "id context_id place_id attempt started_ns latency_ns first_token_ns input_tokens output_tokens "
+    "cache_read_tokens cache_write_tokens reasoning_tokens raw_usage cost_usd cost_pico price_version flags "
+    "response_id anatomy"
+).split()
+"""What is each call's own: one ``call_rows`` row per HTTP attempt."""
+_VIEW_COLUMNS = {
+    **{c: f"x.{c}" for c in CONTEXT_COLUMNS},
+    **{c: f"p.{c}" for c in PLACE_COLUMNS},
+    **{c: f"r.{c}" for c in ROW_COLUMNS if c not in ("context_id", "place_id")},
+    "total_tokens": "r.input_tokens + r.output_tokens",
+}
+V1_COLUMNS = (
+    "id run_id run scope_id scope_id_path scope_path agent step tool api provider host endpoint "
+    "requested_model model stream status http_status error attempt started_ns latency_ns first_token_ns "
+    "input_tokens output_tokens cache_read_tokens cache_write_tokens reasoning_tokens total_tokens "
+    "input_source output_source usage_source tokenizer raw_usage cost_usd price_version flags response_id "
+    "call_site call_function call_module pid host_name tags cost_pico anatomy"
+).split()
+"""The columns of the ``calls`` view, in order: the columns of the table it replaced."""
+
+
+def _key(columns: list[str]) -> str:
+    return "json_array(" + ", ".join(f"NEW.{c}" for c in columns) + ")"
+
+
+@migration
+def m005_normalized_calls(db: sqlite3.Connection) -> None:
+    # A call's row held 47 values, most of them the same from call to call (the run, the scope path,
+    # the model, the host, the call site…); binding and encoding them cost ~7 µs a call in the
+    # writer. Now what calls share is stored once, in `call_contexts` and `call_places`, and a call's
+    # row holds 19 values. The `calls` view keeps every column and name of the old table, so readers
+    # are unchanged; inserting into the view stores through the same tables (a trigger), which is
+    # how the old rows move here. Dimension rows are found by `key`, the JSON array of their values.
+    db.execute("ALTER TABLE calls RENAME TO calls_v1")
+    for index in ("calls_scope_path", "calls_started", "calls_run"):
+        db.execute(f"DROP INDEX IF EXISTS {index}")
+    context_cols = ",\n".join(f"            {c} {'INTEGER' if c in ('stream', 'http_status', 'pid') else 'TEXT'}"
+                               for c in CONTEXT_COLUMNS)  # fmt: skip
+    place_cols = ",\n".join(f"            {c} TEXT" for c in PLACE_COLUMNS)
+    statements = [
+        f"""
+        CREATE TABLE call_contexts (
+            id INTEGER PRIMARY KEY,
+            key TEXT NOT NULL UNIQUE,
+{context_cols}
+        )""",
+        f"""
+        CREATE TABLE call_places (
+            id INTEGER PRIMARY KEY,
+            key TEXT NOT NULL UNIQUE,
+{place_cols}
+        )""",
+        "CREATE INDEX call_places_path ON call_places(scope_id_path)",
+        """
+        CREATE TABLE call_rows (
+            id TEXT NOT NULL,
+            context_id INTEGER NOT NULL REFERENCES call_contexts(id),
+            place_id INTEGER NOT NULL REFERENCES call_places(id),
+            attempt INTEGER NOT NULL,
+            started_ns INTEGER NOT NULL,
+            latency_ns INTEGER,
+            first_token_ns INTEGER,
+            input_tokens INTEGER,
+            output_tokens INTEGER,
+            cache_read_tokens INTEGER,
+            cache_write_tokens INTEGER,
+            reasoning_tokens INTEGER,
+            raw_usage TEXT,
+            cost_usd TEXT,
+            cost_pico INTEGER,
+            price_version TEXT,
+            flags TEXT NOT NULL,
+            response_id TEXT,
+            anatomy TEXT
+        )""",
+        "CREATE INDEX call_rows_place ON call_rows(place_id)",
+        "CREATE INDEX call_rows_started ON call_rows(started_ns)",
+        f"""
+        CREATE VIEW calls AS SELECT {", ".join(f"{_VIEW_COLUMNS[c]} AS {c}" for c in V1_COLUMNS)},
+            r.rowid AS row_id
+            FROM call_rows r JOIN call_contexts x ON x.id = r.context_id JOIN call_places p ON p.id = r.place_id""",
+        f"""
+        CREATE TRIGGER calls_insert INSTEAD OF INSERT ON calls BEGIN
+            INSERT OR IGNORE INTO call_contexts (key, {", ".join(CONTEXT_COLUMNS)})
+                VALUES ({_key(CONTEXT_COLUMNS)}, {", ".join(f"NEW.{c}" for c in CONTEXT_COLUMNS)});
+            INSERT OR IGNORE INTO call_places (key, {", ".join(PLACE_COLUMNS)})
+                VALUES ({_key(PLACE_COLUMNS)}, {", ".join(f"NEW.{c}" for c in PLACE_COLUMNS)});
+            INSERT INTO call_rows ({", ".join(ROW_COLUMNS)}) VALUES (
+                {
+            ", ".join(
+                f"(SELECT id FROM call_contexts WHERE key = {_key(CONTEXT_COLUMNS)})"
+                if c == "context_id"
+                else f"(SELECT id FROM call_places WHERE key = {_key(PLACE_COLUMNS)})"
+                if c == "place_id"
+                else "COALESCE(NEW.flags, '')"
+                if c == "flags"
+                else f"NEW.{c}"
+                for c in ROW_COLUMNS
+            )
+        }
+            );
+        END""",
+        f"INSERT INTO calls ({', '.join(V1_COLUMNS)}) SELECT {', '.join(V1_COLUMNS)} FROM calls_v1 ORDER BY rowid",
+        "DROP TABLE calls_v1",
+    ]
+    for statement in statements:  # not _script(): the trigger's body holds semicolons
+        db.execute(statement)
+
+
 def migrate(db: sqlite3.Connection) -> list[str]:
     """Apply the migrations not yet applied, each in its own transaction; returns their names.
 

@@ -384,26 +384,32 @@ def _merge_header_usage(result: ParsedCall, from_headers: ParsedCall | None) -> 
 
 
 def write_ready() -> None:
-    """Hand every ready record to the sinks; on failure keep them for the next round."""
+    """Hand every ready record to the sinks. A sink that fails keeps its batch, in order, and gets it
+    again with the next round's: each sink has its own backlog, so no sink ever gets a record twice."""
     global _dropped_unwritten
     with _write_lock:  # taken even when nothing is ready: the writer may be mid-batch
         batch: list[Any] = []
         while _ready:
             batch.append(_ready.popleft())
-        if not batch and not (_dropped - _dropped_unwritten):
-            return
-        records = [r for r in batch if isinstance(r, CallRecord)]
-        scopes = [s for s in batch if isinstance(s, ScopeEvent)]
         dropped = _dropped - _dropped_unwritten
-        try:
-            for sink in _sinks:
-                sink.write(records, scopes, dropped)
-        except Exception as exc:
-            # Keep the batch, in order, ahead of anything queued since; retried next round.
-            _ready.extendleft(reversed(batch))
-            report("sink.write", exc)
-            return
         _dropped_unwritten += dropped
+        for sink in _sinks:
+            items, sink_dropped = _backlogs.pop(sink, None) or ([], 0)
+            items += batch
+            sink_dropped += dropped
+            if not items and not sink_dropped:
+                continue
+            records = [r for r in items if type(r) is CallRecord]
+            scopes = [s for s in items if type(s) is ScopeEvent]
+            try:
+                sink.write(records, scopes, sink_dropped)
+            except Exception as exc:
+                _backlogs[sink] = (items, sink_dropped)
+                report("sink.write", exc)
+
+
+_backlogs: dict[Sink, tuple[list[Any], int]] = {}
+"""What a sink failed to write: its items in order and the drops it has not stored, retried next round."""
 
 
 def flush() -> None:
@@ -441,8 +447,16 @@ def add_sink(sink: Sink) -> None:
 def remove_sinks() -> list[Sink]:
     """Detach every sink (after a final flush) and return them."""
     flush()
+    global _dropped_unwritten
     removed = list(_sinks)
     _sinks.clear()
+    # What a removed sink failed to write goes to the next sinks instead (as one copy, in order).
+    unwritten: dict[int, Any] = {}
+    for items, _ in _backlogs.values():
+        unwritten.update((id(item), item) for item in items)
+    _dropped_unwritten -= max((dropped_here for _, dropped_here in _backlogs.values()), default=0)
+    _backlogs.clear()
+    _ready.extendleft(reversed(list(unwritten.values())))
     return removed
 
 
@@ -501,6 +515,7 @@ def _after_fork_in_child() -> None:
     _stop = threading.Event()
     _pending.clear()
     _ready.clear()
+    _backlogs.clear()
     _writer = None
     _dropped = _dropped_unwritten = 0
     for sink in _sinks:

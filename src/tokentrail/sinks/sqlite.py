@@ -9,19 +9,24 @@ import threading
 from decimal import Decimal
 from pathlib import Path
 
+import msgspec
+
 from tokentrail.errors import StoreError
 from tokentrail.records import CallRecord
-from tokentrail.sinks.migrations import migrate
+from tokentrail.sinks.migrations import CONTEXT_COLUMNS, PLACE_COLUMNS, ROW_COLUMNS, V1_COLUMNS, migrate
 from tokentrail.sinks.pipeline import _HOST, ScopeEvent, raw_usage_json
 
-CALL_COLUMNS = (
-    "id run_id run scope_id scope_id_path scope_path agent step tool api provider host endpoint "
-    "requested_model model stream status http_status error attempt started_ns latency_ns first_token_ns "
-    "input_tokens output_tokens cache_read_tokens cache_write_tokens reasoning_tokens total_tokens "
-    "input_source output_source usage_source tokenizer raw_usage cost_usd price_version flags response_id "
-    "call_site call_function call_module pid host_name tags cost_pico anatomy"
-).split()
-_INSERT_CALL = f"INSERT OR IGNORE INTO calls ({', '.join(CALL_COLUMNS)}) VALUES ({', '.join('?' * len(CALL_COLUMNS))})"
+CALL_COLUMNS = [c for c in V1_COLUMNS if c != "total_tokens"]
+"""The columns an ``INSERT INTO calls`` (the view) takes: every stored field of a record."""
+_INSERT_ROW = f"INSERT INTO call_rows ({', '.join(ROW_COLUMNS)}) VALUES ({', '.join('?' * len(ROW_COLUMNS))})"
+_INSERT_CONTEXT = (
+    f"INSERT OR IGNORE INTO call_contexts (key, {', '.join(CONTEXT_COLUMNS)})"
+    f" VALUES (?, {', '.join('?' * len(CONTEXT_COLUMNS))})"
+)
+_INSERT_PLACE = (
+    f"INSERT OR IGNORE INTO call_places (key, {', '.join(PLACE_COLUMNS)})"
+    f" VALUES (?, {', '.join('?' * len(PLACE_COLUMNS))})"
+)
 _INSERT_SCOPE = (
     "INSERT OR IGNORE INTO scopes"
     " (id, parent_id, run_id, kind, name, id_path, name_path, tags, started_ns, pid, host_name)"
@@ -51,21 +56,52 @@ def connect(path: str | os.PathLike[str], *, readonly: bool = False) -> sqlite3.
     return db
 
 
-def call_row(r: CallRecord) -> tuple[object, ...]:
-    """A record as a row of the ``calls`` table, in `CALL_COLUMNS` order."""
-    u, p, site = r.usage, r.provenance, r.call_site
+def context_key(r: CallRecord) -> tuple[object, ...]:
+    """What ``r`` shares with other calls, as a hashable key (cheap: no conversions)."""
+    return (r.api, r.provider, r.host, r.endpoint, r.requested_model, r.model, r.stream, r.status,
+            r.http_status, r.error, r.provenance, r.call_site, r.pid, r.host_name)  # fmt: skip
+
+
+def context_of(r: CallRecord) -> tuple[object, ...]:
+    """What ``r`` shares with other calls, in `CONTEXT_COLUMNS` order."""
+    p, site = r.provenance, r.call_site
     return (
-        r.id, r.run_id, r.run, r.scope_id, r.scope_id_path, r.scope_path, r.agent, r.step, r.tool, r.api,
-        r.provider, r.host, r.endpoint, r.requested_model, r.model, int(r.stream), r.status.value,
-        r.http_status, r.error, r.attempt, r.started_ns, r.latency_ns, r.first_token_ns,
-        u.input_tokens, u.output_tokens, u.cache_read_tokens, u.cache_write_tokens, u.reasoning_tokens,
-        u.total_tokens, p.input.value, p.output.value, p.source.value, p.tokenizer,
-        raw_usage_json(r.raw_usage), None if r.cost is None else format(r.cost.amount, "f"),
-        None if r.cost is None else r.cost.price_version, ",".join(sorted(r.flags)), r.response_id,
+        r.api, r.provider, r.host, r.endpoint, r.requested_model, r.model, int(r.stream), r.status.value,
+        r.http_status, r.error, p.input.value, p.output.value, p.source.value, p.tokenizer,
         None if site is None else str(site), None if site is None else site.qualname,
-        None if site is None else site.module, r.pid, r.host_name, json.dumps(r.tags) if r.tags else None,
-        None if r.cost is None else pico(r.cost.amount), None if r.anatomy is None else json.dumps(r.anatomy),
+        None if site is None else site.module, r.pid, r.host_name,
     )  # fmt: skip
+
+
+def place_of(r: CallRecord) -> tuple[object, ...]:
+    """Where in the run tree ``r`` was made, in `PLACE_COLUMNS` order."""
+    return (r.scope_id, r.scope_id_path, r.scope_path, r.run_id, r.run, r.agent, r.step, r.tool,
+            _encode_tags(r.tags) if r.tags else None)  # fmt: skip
+
+
+def own_values(r: CallRecord, context_id: int, place_id: int) -> tuple[object, ...]:
+    """What is ``r``'s own, in `ROW_COLUMNS` order."""
+    u, cost = r.usage, r.cost
+    return (
+        r.id, context_id, place_id, r.attempt, r.started_ns, r.latency_ns, r.first_token_ns,
+        u.input_tokens, u.output_tokens, u.cache_read_tokens, u.cache_write_tokens, u.reasoning_tokens,
+        raw_usage_json(r.raw_usage), None if cost is None else format(cost.amount, "f"),
+        None if cost is None else pico(cost.amount), None if cost is None else cost.price_version,
+        ",".join(sorted(r.flags)) if r.flags else "", r.response_id,
+        None if r.anatomy is None else json.dumps(r.anatomy),
+    )  # fmt: skip
+
+
+def call_row(r: CallRecord) -> tuple[object, ...]:
+    """A record as a row of the ``calls`` view, in `CALL_COLUMNS` order (what ``INSERT INTO calls`` takes)."""
+    by_name = dict(zip(CONTEXT_COLUMNS, context_of(r), strict=True))
+    by_name.update(zip(PLACE_COLUMNS, place_of(r), strict=True))
+    by_name.update(zip(ROW_COLUMNS, own_values(r, 0, 0), strict=True))
+    return tuple(by_name[c] for c in CALL_COLUMNS)
+
+
+def _encode_tags(tags: dict[str, str]) -> str:
+    return json.dumps(tags)
 
 
 def pico(amount: Decimal | None) -> int | None:
@@ -77,17 +113,26 @@ PICO = Decimal(10) ** 12
 
 
 class SqliteSink:
-    """Writes batches in one transaction each. Opened lazily in the writing thread; reopened after fork."""
+    """Writes batches in one transaction each. Opened lazily in the writing thread; reopened after fork.
+
+    The ids of the contexts and places already stored are kept in memory, so a call whose context
+    and place were seen before costs one row of `ROW_COLUMNS`; new ones are stored (or found, when
+    another process stored them first) inside the batch's transaction.
+    """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self._db: sqlite3.Connection | None = None
         self._lock = threading.Lock()
+        self._contexts: dict[tuple[object, ...], int] = {}
+        self._places: dict[tuple[object, ...], int] = {}
         connect(self.path).close()  # fail early, in the caller, if the file cannot be a ledger
 
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:
             self._db = connect(self.path)
+            # Ids belong to the file this connection opened: a new connection may see another file.
+            self._contexts, self._places = {}, {}
         return self._db
 
     def write(self, records: list[CallRecord], scopes: list[ScopeEvent], dropped: int) -> None:
@@ -96,6 +141,8 @@ class SqliteSink:
             opened, closed = [], []
             for kind, scope, at in scopes:
                 (opened if kind == "open" else closed).append((scope, at))
+            new_contexts: dict[tuple[object, ...], int] = {}
+            new_places: dict[tuple[object, ...], int] = {}
             db.execute("BEGIN")
             try:
                 if opened:
@@ -113,7 +160,18 @@ class SqliteSink:
                 if closed:
                     db.executemany("UPDATE scopes SET ended_ns = ? WHERE id = ?", [(at, s.id) for s, at in closed])
                 if records:
-                    db.executemany(_INSERT_CALL, [call_row(r) for r in records])
+                    contexts, places = self._contexts, self._places
+                    rows = []
+                    for r in records:
+                        context, place = context_key(r), place_of(r)
+                        context_id = contexts.get(context) or new_contexts.get(context)
+                        if context_id is None:
+                            context_id = new_contexts[context] = _stored_id(db, "call_contexts", context_of(r))
+                        place_id = places.get(place) or new_places.get(place)
+                        if place_id is None:
+                            place_id = new_places[place] = _stored_id(db, "call_places", place)
+                        rows.append(own_values(r, context_id, place_id))
+                    db.executemany(_INSERT_ROW, rows)
                 if dropped:
                     db.execute(
                         "INSERT INTO drops (at_ns, pid, host_name, count) VALUES (?, ?, ?, ?)",
@@ -121,8 +179,10 @@ class SqliteSink:
                     )
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                db.execute("ROLLBACK")  # the ids found in this transaction are forgotten with it
                 raise
+            self._contexts.update(new_contexts)
+            self._places.update(new_places)
 
     def close(self) -> None:
         with self._lock:
@@ -134,3 +194,14 @@ class SqliteSink:
         # A SQLite connection must not be used across fork; the child opens its own.
         self._db = None
         self._lock = threading.Lock()
+
+
+def _stored_id(db: sqlite3.Connection, table: str, values: tuple[object, ...]) -> int:
+    """The id of the ``table`` row holding ``values``, stored now if no process stored it before."""
+    key = _encode_key(values).decode()
+    db.execute(_INSERT_CONTEXT if table == "call_contexts" else _INSERT_PLACE, (key, *values))
+    return db.execute(f"SELECT id FROM {table} WHERE key = ?", (key,)).fetchone()[0]  # type: ignore[no-any-return]
+
+
+_encode_key = msgspec.json.Encoder().encode
+"""The key of a dimension row: its values as a compact JSON array, as SQLite's ``json_array`` writes it."""
