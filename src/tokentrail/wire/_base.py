@@ -298,10 +298,25 @@ _decode_fast: Callable[[bytes], Any] | None = None
 _decode_json = json.JSONDecoder().decode
 
 
+class _Request(msgspec.Struct, gc=False):
+    model: str | None = None
+    stream: bool | None = None
+
+
+_decode_request = msgspec.json.Decoder(_Request).decode
+
+
 def request_info(body: bytes) -> RequestInfo:
     """Model and stream flag of a JSON request body (shared by the OpenAI-shaped families)."""
     if not body:
         return RequestInfo()
+    if len(body) <= SMALL_BODY:
+        try:  # typed: built in C; any other shape (a model that is no string, NaN…) takes the general way
+            request = _decode_request(body)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            pass
+        else:
+            return request_of(request.model, request.stream is True)
     fields = top_level(body, "model", "stream")
     model = fields.get("model")
     return request_of(model if isinstance(model, str) else None, fields.get("stream") is True)

@@ -1,0 +1,104 @@
+"""The fast lanes give exactly what the general parsers give, or decline."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tokentrail.wire import openai_chat
+from tokentrail.wire._base import request_info, top_level
+
+COUNTS = st.one_of(
+    st.integers(min_value=0, max_value=10**7),
+    st.integers(max_value=-1),
+    st.none(),
+    st.booleans(),
+    st.floats(allow_nan=False),
+    st.text(max_size=3),
+)
+PROMPT_KEYS = st.sampled_from(["cached_tokens", "cache_write_tokens", "audio_tokens", "image_tokens"])
+COMPLETION_KEYS = st.sampled_from(["reasoning_tokens", "audio_tokens", "accepted_prediction_tokens", "text_tokens"])
+TOP_KEYS = st.sampled_from(
+    ["prompt_tokens", "completion_tokens", "total_tokens", "prompt_cache_hit_tokens", "reasoning_tokens", "cost"]
+)
+
+
+@st.composite
+def usages(draw: st.DrawFn) -> Any:
+    usage: dict[str, Any] = {}
+    if draw(st.booleans()):  # mostly consistent, as servers send it
+        p, c = draw(st.integers(0, 10**6)), draw(st.integers(0, 10**6))
+        usage.update(prompt_tokens=p, completion_tokens=c, total_tokens=p + c)
+    usage.update(draw(st.dictionaries(TOP_KEYS, COUNTS, max_size=3)))
+    if draw(st.booleans()):
+        usage["prompt_tokens_details"] = draw(st.one_of(st.none(), st.dictionaries(PROMPT_KEYS, COUNTS, max_size=3)))
+    if draw(st.booleans()):
+        usage["completion_tokens_details"] = draw(
+            st.one_of(st.none(), st.dictionaries(COMPLETION_KEYS, COUNTS, max_size=3))
+        )
+    return draw(st.one_of(st.just(usage), st.none(), st.integers(), st.lists(st.integers(), max_size=2)))
+
+
+@given(
+    usage=usages(),
+    model=st.one_of(st.none(), st.text(max_size=5), st.integers()),
+    response_id=st.one_of(st.none(), st.text(max_size=5), st.integers()),
+    omit=st.sets(st.sampled_from(["usage", "model", "id"])),
+)
+def test_chat_fast_parse_agrees_with_the_general_parser(
+    usage: Any, model: Any, response_id: Any, omit: set[str]
+) -> None:
+    obj = {"id": response_id, "object": "chat.completion", "model": model, "choices": [], "usage": usage}
+    body = json.dumps({k: v for k, v in obj.items() if k not in omit}).encode()
+    fast = openai_chat.fast_parse(body)
+    if fast is None:
+        return  # declined: the general parser reads it
+    general = openai_chat.CHAT.parse_general(body)
+    assert fast == general
+    assert fast.output_text is None and general.output_text is None
+
+
+def test_the_fast_lane_takes_openais_documented_shape() -> None:
+    usage = {
+        "prompt_tokens": 57, "completion_tokens": 20, "total_tokens": 77,
+        "prompt_tokens_details": {"cached_tokens": 16, "audio_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": 4, "audio_tokens": 0, "accepted_prediction_tokens": 0,
+                                      "rejected_prediction_tokens": 0},
+    }  # fmt: skip
+    body = json.dumps({"id": "chatcmpl-1", "model": "gpt-4o", "choices": [], "usage": usage}).encode()
+    fast = openai_chat.fast_parse(body)
+    assert fast is not None and fast == openai_chat.CHAT.parse_general(body)
+    assert fast.raw_usage == usage
+
+
+@given(
+    model=st.one_of(st.none(), st.text(max_size=5), st.integers(), st.lists(st.text(max_size=2), max_size=2)),
+    stream=st.one_of(st.none(), st.booleans(), st.integers(0, 1), st.text(max_size=2)),
+    omit=st.sets(st.sampled_from(["model", "stream"])),
+)
+def test_request_info_agrees_with_the_general_reading(model: Any, stream: Any, omit: set[str]) -> None:
+    obj = {"model": model, "messages": [{"role": "user", "content": "hi"}], "stream": stream}
+    body = json.dumps({k: v for k, v in obj.items() if k not in omit}).encode()
+    fields = top_level(body, "model", "stream")
+    expected_model = fields.get("model") if isinstance(fields.get("model"), str) else None
+    info = request_info(body)
+    assert (info.model, info.stream) == (expected_model, fields.get("stream") is True)
+
+
+def test_every_variant_takes_the_general_way() -> None:
+    variants = [
+        {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12, "prompt_cache_hit_tokens": 4},  # DeepSeek
+        {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 13},  # a total that does not add up
+        {"prompt_tokens": 10, "completion_tokens": 2, "prompt_tokens_details": {"cached_tokens": 11}},  # parts > whole
+        {"prompt_tokens": -1, "completion_tokens": 2},
+        {"prompt_tokens": True, "completion_tokens": 2},
+        {"prompt_tokens": 10.0, "completion_tokens": 2},
+        {"prompt_tokens": 10},  # a count missing
+        {"prompt_tokens": 10, "completion_tokens": 2, "cost": 0.0001},  # OpenRouter
+    ]
+    for usage in variants:
+        body = json.dumps({"id": "x", "model": "m", "usage": usage}).encode()
+        assert openai_chat.fast_parse(body) is None, usage
