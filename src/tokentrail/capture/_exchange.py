@@ -150,6 +150,16 @@ class Deferred:
         if self._size > self.LIMIT:
             self._drain()
 
+    def kept(self) -> list[bytes] | None:
+        """The chunks kept so far, for a stream wrapper to append to (then `overflow` past
+        `LIMIT` bytes); ``None`` once they went to the incremental parser."""
+        return self._chunks
+
+    def overflow(self) -> None:
+        """The kept chunks (appended by a wrapper) passed `LIMIT`: parse them, and each later one as fed."""
+        if self._chunks is not None:
+            self._drain()
+
     def ended_by(self, chunk: bytes) -> bool:
         """Whether ``chunk``, just fed, completes the stream's final event: an event whose first
         line starts with `terminal`, ended by its blank line, that the family's ``final_event``

@@ -13,6 +13,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from tokentrail._guard import failed, guard
+from tokentrail.capture._exchange import Deferred
 from tokentrail.wire._base import StreamOutcome, StreamParser
 
 if TYPE_CHECKING:
@@ -55,6 +56,14 @@ class _Observer:
             self._finish(StreamOutcome.ABANDONED)
 
 
+def _kept(parser: StreamParser, terminal: bytes | None) -> list[bytes] | None:
+    """The list a `Deferred` parser keeps chunks in, when a wrapper may append to it directly: no
+    final event to watch for (``terminal``), no incremental parsing started."""
+    if terminal is None and type(parser) is Deferred:
+        return parser.kept()
+    return None
+
+
 def stream_classes(module: ModuleType) -> tuple[type, type]:
     """(sync wrapper, async wrapper) subclassing ``module``'s byte-stream bases (httpx or httpx2),
     because ``Response.iter_raw`` checks ``isinstance(stream, SyncByteStream)``."""
@@ -74,8 +83,27 @@ def stream_classes(module: ModuleType) -> tuple[type, type]:
             feed = self._parser.feed
             terminal = getattr(self._parser, "terminal", None)
             observing = True
+            chunks = iter(self._inner)
+            kept = _kept(self._parser, terminal)
             try:
-                for chunk in self._inner:
+                if kept is not None:  # the common case: a chunk costs one list append, inlined here
+                    for chunk in chunks:
+                        self._first_chunk()
+                        kept.append(chunk)
+                        yield chunk
+                        break
+                    append, size, limit = kept.append, sum(map(len, kept)), Deferred.LIMIT
+                    for chunk in chunks:
+                        append(chunk)
+                        size += len(chunk)
+                        yield chunk
+                        if size > limit:  # a long stream: from here on, parsed as it passes
+                            try:
+                                self._parser.overflow()  # type: ignore[attr-defined]
+                            except Exception as exc:
+                                failed("stream.chunk", exc)
+                            break
+                for chunk in chunks:
                     if observing:
                         if self._first:
                             self._first_chunk()
@@ -111,8 +139,27 @@ def stream_classes(module: ModuleType) -> tuple[type, type]:
             feed = self._parser.feed
             terminal = getattr(self._parser, "terminal", None)
             observing = True
+            chunks = aiter(self._inner)
+            kept = _kept(self._parser, terminal)
             try:
-                async for chunk in self._inner:
+                if kept is not None:  # the common case: a chunk costs one list append, inlined here
+                    async for chunk in chunks:
+                        self._first_chunk()
+                        kept.append(chunk)
+                        yield chunk
+                        break
+                    append, size, limit = kept.append, sum(map(len, kept)), Deferred.LIMIT
+                    async for chunk in chunks:
+                        append(chunk)
+                        size += len(chunk)
+                        yield chunk
+                        if size > limit:  # a long stream: from here on, parsed as it passes
+                            try:
+                                self._parser.overflow()  # type: ignore[attr-defined]
+                            except Exception as exc:
+                                failed("stream.chunk", exc)
+                            break
+                async for chunk in chunks:
                     if observing:
                         if self._first:
                             self._first_chunk()

@@ -305,7 +305,21 @@ def build(exchange: Exchange) -> CallRecord:
 
 
 def _where_from(scope: Scope) -> dict[str, Any]:
-    """The fields a record takes from the scope it was made in, and the process that made it."""
+    """The fields a record takes from the scope it was made in, and the process that made it (the
+    same for every call of a scope: built once per scope)."""
+    where = _places.get(scope)
+    if where is None:
+        if len(_places) >= 4096:
+            _places.clear()
+        where = _places[scope] = _place(scope)
+    return where
+
+
+_places: dict[Scope, dict[str, Any]] = {}
+"""`_where_from` of the scopes seen lately (scopes hash by identity); emptied in a forked child."""
+
+
+def _place(scope: Scope) -> dict[str, Any]:
     run = scope.run or scope
     return {
         "scope_id": scope.id,
@@ -516,6 +530,7 @@ def _after_fork_in_child() -> None:
     _pending.clear()
     _ready.clear()
     _backlogs.clear()
+    _places.clear()  # they name the parent's pid
     _writer = None
     _dropped = _dropped_unwritten = 0
     for sink in _sinks:
