@@ -102,3 +102,25 @@ def test_every_variant_takes_the_general_way() -> None:
     for usage in variants:
         body = json.dumps({"id": "x", "model": "m", "usage": usage}).encode()
         assert openai_chat.fast_parse(body) is None, usage
+
+
+def test_a_whole_stream_with_an_error_event_reads_as_event_by_event() -> None:
+    from tokentrail.wire._base import StreamOutcome
+
+    events = [
+        {"id": "c1", "model": "gpt-4o", "choices": [{"index": 0, "delta": {"content": "Hi"}, "finish_reason": None}]},
+        {"error": {"message": "overloaded", "type": "server_error"}},
+        {"id": "c1", "model": "gpt-4o", "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 1}},
+    ]
+    for done in (True, False):
+        for outcome in (StreamOutcome.COMPLETE, StreamOutcome.CLOSED_EARLY):
+            raw = b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events)
+            raw += b"data: [DONE]\n\n" if done else b""
+            whole = openai_chat.parse_stream(raw, outcome)
+            incremental = openai_chat.ChatStream()
+            incremental.feed(raw)
+            expected = incremental.finish(outcome)
+            if whole is None:
+                assert not done  # only a stream without [DONE] needs the event-by-event reading
+                continue
+            assert whole == expected

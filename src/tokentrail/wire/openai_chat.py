@@ -248,14 +248,23 @@ def parse_stream(data: bytes, outcome: StreamOutcome) -> ParsedCall | None:
     for a fraction of the work (two counts to check the framing, substring searches, and a JSON parse
     of only the events that name the model or carry the last usage). None when the
     stream needs the general decoder: CR line ends, comments, named or multi-line events, an error
-    event, an event that is not a JSON object."""
-    if b"\r" in data or b'"error"' in data:
+    event in a stream without ``[DONE]``, an event that is not a JSON object."""
+    if b"\r" in data:
         return None
     end = data.rfind(b"\n\n")
     head = data[:end] if end >= 0 else b""  # an event left without its blank line is dropped (SSE spec)
     # The common framing only: blocks of one "data: " line each, so every newline belongs to a
-    # "\n\ndata: " between two of them.
-    if head and (not head.startswith(b"data: ") or head.count(b"\n") != 2 * head.count(b"\n\ndata: ")):
+    # "\n\ndata: " between two of them. (Newlines counted as the length a removal takes off: one
+    # pass in C, 3× cheaper than bytes.count here.)
+    if head and (
+        not head.startswith(b"data: ") or len(head) - len(head.replace(b"\n", b"")) != 2 * head.count(b"\n\ndata: ")
+    ):
+        return None
+    done = (
+        head == b"data: [DONE]" or head.startswith(b"data: [DONE]\n\n") or head.endswith(b"\n\ndata: [DONE]")
+        or b"\n\ndata: [DONE]\n\n" in head
+    )  # fmt: skip
+    if not done and b'"error"' in data:  # an error event decides whether a stream without [DONE] is whole
         return None
     size = len(head)
     model: object = None
@@ -293,11 +302,8 @@ def parse_stream(data: bytes, outcome: StreamOutcome) -> ParsedCall | None:
                 usage = found
                 break
         at = start
-    done = (
-        head == b"data: [DONE]" or head.startswith(b"data: [DONE]\n\n") or head.endswith(b"\n\ndata: [DONE]")
-        or b"\n\ndata: [DONE]\n\n" in head
-    )  # fmt: skip
-    finished = b'"finish_reason":"' in head or b'"finish_reason": "' in head
+    # rfind: the finishing chunk is at the end, and every chunk before it has "finish_reason":null.
+    finished = head.rfind(b'"finish_reason":"') >= 0 or head.rfind(b'"finish_reason": "') >= 0
     complete = done or (outcome is StreamOutcome.COMPLETE and finished)
 
     def output_text() -> str:
