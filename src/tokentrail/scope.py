@@ -167,26 +167,79 @@ def _notify(event: str, scope: Scope) -> None:
         listener(event, scope)
 
 
-def add_call(scope: Scope, usage: Usage, provenance: Provenance, model: str | None, cost: Decimal | None) -> None:
-    """Add one finished call (its cost ``None`` when unknown) to the live totals of ``scope`` and its
-    ancestors."""
-    delta = totals_row(usage, provenance)
-    agent = scope.agent
+Call = tuple["Scope", Usage, Provenance, "str | None", "Decimal | None"]
+"""A finished call for the live totals: (scope, usage, provenance, model, cost or ``None``)."""
+
+
+def add_calls(calls: list[Call]) -> None:
+    """Add finished calls (in the order they finished) to the live totals of their scopes and the
+    scopes' ancestors.
+
+    The calls are summed per (scope, model) first, and each sum is added once to every scope up to
+    the run: a scope tree four levels deep costs four additions per group, not per call.
+    """
+    groups: dict[tuple[Scope, str | None], _Group] = {}
+    for scope, usage, provenance, model, cost in calls:
+        delta = totals_row(usage, provenance)
+        group = groups.get((scope, model))
+        if group is None:
+            groups[scope, model] = _Group(delta, usage, cost)
+        else:
+            group.add(delta, usage, cost)
+    # Each scope's `last` is the latest call under it: groups are visited in the order their last
+    # calls finished, so the latest call of all is set last.
+    order = sorted(groups.items(), key=lambda item: item[1].seq)
     with _totals_lock:
-        node: Scope | None = scope
-        while node is not None:
-            totals = node._totals
-            _add(totals.sums, delta)
-            totals.last = usage
-            if cost is None:
-                totals.calls_without_cost += 1
-            else:
-                totals.cost += cost
-            if totals.by_model is not None and totals.by_agent is not None:
-                _add_to(totals.by_model, model or "unknown", delta)
-                if agent is not None:
-                    _add_to(totals.by_agent, agent, delta)
-            node = node.parent
+        for (scope, model), group in order:
+            agent = scope.agent
+            node: Scope | None = scope
+            while node is not None:
+                totals = node._totals
+                _add(totals.sums, group.sums)
+                totals.last = group.last
+                totals.calls_without_cost += group.calls_without_cost
+                totals.cost += group.cost
+                if totals.by_model is not None and totals.by_agent is not None:
+                    _add_to(totals.by_model, model or "unknown", group.sums)
+                    if agent is not None:
+                        _add_to(totals.by_agent, agent, group.sums)
+                node = node.parent
+
+
+class _Group:
+    """The sums of one (scope, model) in a batch of `add_calls`."""
+
+    __slots__ = ("calls_without_cost", "cost", "last", "seq", "sums")
+    _next = 0
+
+    def __init__(self, delta: tuple[int, ...], usage: Usage, cost: Decimal | None) -> None:
+        self.sums = list(delta)
+        self.cost = Decimal(0)
+        self.calls_without_cost = 0
+        self.last, self.seq = usage, 0
+        self._cost(cost)
+        self._stamp()
+
+    def add(self, delta: tuple[int, ...], usage: Usage, cost: Decimal | None) -> None:
+        _add(self.sums, delta)
+        self.last = usage
+        self._cost(cost)
+        self._stamp()
+
+    def _cost(self, cost: Decimal | None) -> None:
+        if cost is None:
+            self.calls_without_cost += 1
+        else:
+            self.cost += cost
+
+    def _stamp(self) -> None:
+        _Group._next += 1
+        self.seq = _Group._next
+
+
+def add_call(scope: Scope, usage: Usage, provenance: Provenance, model: str | None, cost: Decimal | None) -> None:
+    """`add_calls` for one call."""
+    add_calls([(scope, usage, provenance, model, cost)])
 
 
 def _add(sums: list[int], delta: tuple[int, ...]) -> None:

@@ -79,7 +79,7 @@ def call(stream: bool) -> tuple[Any, list[bytes]]:
         ((openai_chat.ChatStream, "finish"), "declined"),
         ((pipeline, "build"), False),
         ((pipeline, "build"), True),
-        ((pipeline, "add_call"), False),
+        ((pipeline, "add_calls"), False),
     ],
     ids=lambda v: v[1] if isinstance(v, tuple) else (f"{v}-stream" if isinstance(v, str) else "stream" if v else "body"),
 )
@@ -101,7 +101,7 @@ def test_a_failing_part_leaves_the_call_identical(
     records = recorded(_current_db, run="faulty")
     if target[0] is _exchange:  # capture itself failed: the call went out unobserved
         assert records == []
-    elif target[1] == "add_call":  # the record was complete; only the live totals failed
+    elif target[1] == "add_calls":  # the record was complete; only the live totals failed
         assert [(r["input_tokens"], r["flags"]) for r in records] == [(9, [])]
     else:  # parsing failed: the call is stored with what is certain, its usage unknown
         assert [(r["status"], r["input_tokens"], r["flags"]) for r in records] == [("ok", None, ["unparsed"])]

@@ -27,7 +27,7 @@ from tokentrail._guard import failed, guard, report
 from tokentrail.enrich.callsite import resolve
 from tokentrail.errors import RecordsDroppedWarning
 from tokentrail.records import CallRecord, CallStatus, Cost, Flag, new_id
-from tokentrail.scope import Scope, _listeners, add_call
+from tokentrail.scope import Call, Scope, _listeners, add_calls
 from tokentrail.usage import Provenance, Source, Usage
 from tokentrail.wire import provider_for
 from tokentrail.wire._base import ParsedCall, RequestInfo, StreamOutcome
@@ -127,6 +127,8 @@ def process_pending() -> None:
     global _wall_offset
     with _process_lock:
         _wall_offset = time.time_ns() - time.perf_counter_ns()
+        finished: list[Call] = []
+        records: list[CallRecord] = []
         while _pending:
             item = _pending.popleft()
             if isinstance(item, ScopeEvent):
@@ -149,14 +151,17 @@ def process_pending() -> None:
                 if record is None:
                     record = fallback_record(item)
                 _ready.append(record)
-            try:
-                cost = None if record.cost is None else record.cost.amount
-                add_call(item.scope, record.usage, record.provenance, record.model, cost)
-                for subscriber in _subscribers:
-                    with guard("subscriber"):
-                        subscriber(record)
-            except Exception as exc:
-                failed("pipeline.totals", exc)
+            finished.append((item.scope, record.usage, record.provenance, record.model,
+                             None if record.cost is None else record.cost.amount))  # fmt: skip
+            records.append(record)
+        try:  # once per round: calls summed per (scope, model), each sum added up the scope tree
+            add_calls(finished)
+        except Exception as exc:
+            failed("pipeline.totals", exc)
+        for subscriber in _subscribers:  # after the totals: a subscriber sees its record counted
+            for record in records:
+                with guard("subscriber"):
+                    subscriber(record)
 
 
 def fallback_record(exchange: Exchange) -> CallRecord:
