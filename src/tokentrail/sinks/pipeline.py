@@ -28,7 +28,7 @@ from tokentrail.enrich.callsite import resolve
 from tokentrail.errors import RecordsDroppedWarning
 from tokentrail.records import CallRecord, CallStatus, Cost, Flag, new_id
 from tokentrail.scope import Call, Scope, _listeners, add_calls
-from tokentrail.usage import Provenance, Source, Usage
+from tokentrail.usage import REPORTED, Provenance, Source, Usage
 from tokentrail.wire import provider_for
 from tokentrail.wire._base import ParsedCall, RequestInfo, StreamOutcome
 
@@ -226,7 +226,6 @@ def build(exchange: Exchange) -> CallRecord:
         in_path = from_path(exchange.path)
         info = RequestInfo(model=info.model or in_path.model, stream=info.stream or in_path.stream)
     status_code = exchange.status_code
-    flags: set[str] = set()
     error = type(exchange.error).__name__ if exchange.error is not None else None
 
     if exchange.streamed:
@@ -249,30 +248,31 @@ def build(exchange: Exchange) -> CallRecord:
         status = CallStatus.CANCELLED if cancelled else CallStatus.NETWORK_ERROR
     elif status_code >= 400:
         status = CallStatus.HTTP_ERROR
-        flags.add(Flag.HTTP_ERROR)
     elif exchange.streamed and not result.complete:
         broken = exchange.outcome in (StreamOutcome.BROKEN, StreamOutcome.COMPLETE)
         status = CallStatus.NETWORK_ERROR if broken else CallStatus.CANCELLED
     else:
         status = CallStatus.OK
-    flags |= result.flags
-    if status is not CallStatus.HTTP_ERROR and not result.complete and exchange.streamed:
-        flags.add(Flag.STREAM_INCOMPLETE)
+    flags = result.flags  # a frozenset; the common call adds nothing to it
+    if status is CallStatus.HTTP_ERROR:
+        flags = flags | _HTTP_ERROR
+    elif not result.complete and exchange.streamed:
+        flags = flags | _STREAM_INCOMPLETE
 
-    if status is CallStatus.OK or (exchange.streamed and status is not CallStatus.HTTP_ERROR):
+    if result.provenance is not REPORTED and (
+        status is CallStatus.OK or (exchange.streamed and status is not CallStatus.HTTP_ERROR)
+    ):
         # A cut stream's prompt was billed, and its text so far is a floor of its output.
         result = count_missing(result, parser.api, exchange.body_sent, result.model or info.model)
-        flags |= result.flags
+        flags = flags | result.flags
 
     t_end = exchange.t_end or exchange.t0
     started_ns = exchange.t0 + _wall_offset
     model = result.model or info.model
     usage = result.usage if result.usage is not None else Usage()
-    frozen_flags = frozenset(flags)
     cost = None
     if pricer is not None:
-        cost, frozen_flags = pricer(provider, model, info.model, started_ns, usage, result.raw_usage,
-                                    parser.api, frozen_flags)  # fmt: skip
+        cost, flags = pricer(provider, model, info.model, started_ns, usage, result.raw_usage, parser.api, flags)
 
     anatomy = None
     if anatomy_on and exchange.body_sent and status is not CallStatus.NETWORK_ERROR:
@@ -301,12 +301,16 @@ def build(exchange: Exchange) -> CallRecord:
         provenance=result.provenance,
         raw_usage=result.raw_usage,
         cost=cost,
-        flags=frozen_flags,
+        flags=flags,
         response_id=result.response_id,
         call_site=resolve(exchange.site),
         anatomy=anatomy,
         **_where_from(exchange.scope),
     )
+
+
+_HTTP_ERROR = frozenset({Flag.HTTP_ERROR})
+_STREAM_INCOMPLETE = frozenset({Flag.STREAM_INCOMPLETE})
 
 
 def _where_from(scope: Scope) -> dict[str, Any]:
