@@ -27,7 +27,7 @@ def test_a_batch_counts_as_its_calls_one_by_one() -> None:
     ]
     scopes.add_calls(calls)
     for _, usage, provenance, model, cost in calls:
-        scopes.add_call(one_by_one_run, usage, provenance, model, cost)
+        scopes.add_calls([(one_by_one_run, usage, provenance, model, cost)])
 
     assert run._totals.snapshot() == one_by_one_run._totals.snapshot()
     assert run._totals.snapshot().input_tokens == 100 and run._totals.snapshot().calls == 5

@@ -179,18 +179,22 @@ def add_calls(calls: list[Call]) -> None:
     the run: a scope tree four levels deep costs four additions per group, not per call.
     """
     groups: dict[tuple[Scope, str | None], _Group] = {}
-    for scope, usage, provenance, model, cost in calls:
+    for seq, (scope, usage, provenance, model, cost) in enumerate(calls):
         delta = totals_row(usage, provenance)
         group = groups.get((scope, model))
         if group is None:
-            groups[scope, model] = _Group(delta, usage, cost)
+            group = groups[scope, model] = _Group(delta)
         else:
-            group.add(delta, usage, cost)
+            _add(group.sums, delta)
+        group.last, group.seq = usage, seq
+        if cost is None:
+            group.calls_without_cost += 1
+        else:
+            group.cost += cost
     # Each scope's `last` is the latest call under it: groups are visited in the order their last
     # calls finished, so the latest call of all is set last.
-    order = sorted(groups.items(), key=lambda item: item[1].seq)
     with _totals_lock:
-        for (scope, model), group in order:
+        for (scope, model), group in sorted(groups.items(), key=lambda item: item[1].seq):
             agent = scope.agent
             node: Scope | None = scope
             while node is not None:
@@ -207,39 +211,16 @@ def add_calls(calls: list[Call]) -> None:
 
 
 class _Group:
-    """The sums of one (scope, model) in a batch of `add_calls`."""
+    """The sums of one (scope, model) in a batch of `add_calls`; ``seq`` is its last call's place."""
 
     __slots__ = ("calls_without_cost", "cost", "last", "seq", "sums")
-    _next = 0
 
-    def __init__(self, delta: tuple[int, ...], usage: Usage, cost: Decimal | None) -> None:
+    def __init__(self, delta: tuple[int, ...]) -> None:
         self.sums = list(delta)
         self.cost = Decimal(0)
         self.calls_without_cost = 0
-        self.last, self.seq = usage, 0
-        self._cost(cost)
-        self._stamp()
-
-    def add(self, delta: tuple[int, ...], usage: Usage, cost: Decimal | None) -> None:
-        _add(self.sums, delta)
-        self.last = usage
-        self._cost(cost)
-        self._stamp()
-
-    def _cost(self, cost: Decimal | None) -> None:
-        if cost is None:
-            self.calls_without_cost += 1
-        else:
-            self.cost += cost
-
-    def _stamp(self) -> None:
-        _Group._next += 1
-        self.seq = _Group._next
-
-
-def add_call(scope: Scope, usage: Usage, provenance: Provenance, model: str | None, cost: Decimal | None) -> None:
-    """`add_calls` for one call."""
-    add_calls([(scope, usage, provenance, model, cost)])
+        self.last: Usage | None = None
+        self.seq = 0
 
 
 def _add(sums: list[int], delta: tuple[int, ...]) -> None:

@@ -76,7 +76,7 @@ def context_of(r: CallRecord) -> tuple[object, ...]:
 def place_of(r: CallRecord) -> tuple[object, ...]:
     """Where in the run tree ``r`` was made, in `PLACE_COLUMNS` order."""
     return (r.scope_id, r.scope_id_path, r.scope_path, r.run_id, r.run, r.agent, r.step, r.tool,
-            _encode_tags(r.tags) if r.tags else None)  # fmt: skip
+            json.dumps(r.tags) if r.tags else None)  # fmt: skip
 
 
 def own_values(r: CallRecord, context_id: int, place_id: int) -> tuple[object, ...]:
@@ -98,10 +98,6 @@ def call_row(r: CallRecord) -> tuple[object, ...]:
     by_name.update(zip(PLACE_COLUMNS, place_of(r), strict=True))
     by_name.update(zip(ROW_COLUMNS, own_values(r, 0, 0), strict=True))
     return tuple(by_name[c] for c in CALL_COLUMNS)
-
-
-def _encode_tags(tags: dict[str, str]) -> str:
-    return json.dumps(tags)
 
 
 def pico(amount: Decimal | None) -> int | None:
