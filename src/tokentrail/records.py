@@ -76,8 +76,11 @@ class Cost(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     price_version: str | None = None
 
 
-class CallRecord(msgspec.Struct, frozen=True, kw_only=True):
+class CallRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """One HTTP attempt. Times are integer nanoseconds (wall clock for start, monotonic deltas)."""
+
+    # gc=False: not tracked by the cycle collector (thousands wait for the writer at a time). A record
+    # refers only to values and to dicts that never refer back to it, so it is never in a cycle.
 
     id: str
     api: str

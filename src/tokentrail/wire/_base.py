@@ -35,7 +35,7 @@ class RequestInfo(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     stream: bool = False
 
 
-class ParsedCall(msgspec.Struct, frozen=True, kw_only=True, eq=False):
+class ParsedCall(msgspec.Struct, frozen=True, kw_only=True, eq=False, gc=False):  # no cycles: see CallRecord
     """What a response body says about usage."""
 
     model: str | None = None
