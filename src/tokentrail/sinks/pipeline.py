@@ -136,7 +136,8 @@ def process_pending() -> None:
                     _announced.add(item[1].id)
                 _ready.append(item)
                 continue
-            _announce(item.scope)
+            if item.scope.id not in _announced:
+                _announce(item.scope)
             record: CallRecord | None = None
             try:  # not guard(): a bare try costs nothing until it raises, and this runs per call
                 record = build(item)
