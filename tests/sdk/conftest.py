@@ -105,8 +105,8 @@ def db(db: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
     libraries: list[str] = []
     start = _exchange.start
 
-    def noting_start(method: str, host: str, path: str, headers: Any, body: Any, library: str) -> Any:
-        exchange = start(method, host, path, headers, body, library)
+    def noting_start(method: str, host: str, path: str, headers: Any, body: Any, library: str, *own: int) -> Any:
+        exchange = start(method, host, path, headers, body, library, *own)
         if exchange is not None:
             libraries.append(library)
         return exchange

@@ -51,7 +51,15 @@ class Exchange:
     )
 
     def __init__(
-        self, parser: WireParser, method: str, host: str, path: str, headers: Any, body: bytes | None, library: str
+        self,
+        parser: WireParser,
+        method: str,
+        host: str,
+        path: str,
+        headers: Any,
+        body: bytes | None,
+        library: str,
+        own_frames: int = 0,
     ) -> None:
         self.parser = parser
         self.method = method
@@ -65,7 +73,8 @@ class Exchange:
         # The scope is taken when the request leaves, not when the record is finished: a stream
         # drained in another task still belongs to the code that sent it.
         self.scope = _scope.current_scope()
-        self.site = callsite.capture_above(2)  # above this frame and start()'s: the hook's caller
+        # Above this frame, start()'s and the hook's own: each frame looked at costs a frame object.
+        self.site = callsite.capture_above(2 + own_frames)
         self.t0 = time.perf_counter_ns()
         """When it was sent (``perf_counter_ns``; the pipeline turns it into wall-clock time)."""
         self.t_first: int | None = None
@@ -259,9 +268,12 @@ def media_type(headers: Any) -> str:
     return content_type.partition(";")[0].strip().lower() if content_type else ""
 
 
-def start(method: str, host: str, path: str, headers: Any, body: bytes | None, library: str) -> Exchange | None:
-    """An `Exchange` if the request is an LLM API call, else ``None`` (after one cheap check)."""
+def start(
+    method: str, host: str, path: str, headers: Any, body: bytes | None, library: str, own_frames: int = 0
+) -> Exchange | None:
+    """An `Exchange` if the request is an LLM API call, else ``None`` (after one cheap check).
+    ``own_frames``: how many frames of the hook's are between its caller and this call."""
     parser = detect(method, host, path)
     if parser is None:
         return None
-    return Exchange(parser, method, host, path, headers, body, library)
+    return Exchange(parser, method, host, path, headers, body, library, own_frames)

@@ -58,7 +58,8 @@ def _begin(request: Any, library: str) -> _exchange.Exchange | None:
     """The exchange of an LLM API request, or None (not one, or tokentrail failed: the call goes as is)."""
     try:  # not guard(): a bare try costs nothing until it raises, on every call of the hot path
         url = request.url
-        return _exchange.start(request.method, url.host, url.path, request.headers, _body(request), library)
+        # own_frames=2: this function and the hook's send(), sync or async
+        return _exchange.start(request.method, url.host, url.path, request.headers, _body(request), library, 2)
     except Exception as exc:
         failed("capture.start", exc)
         return None
