@@ -68,12 +68,23 @@ class CallSite(msgspec.Struct, frozen=True, kw_only=True, gc=False):
         return f"{self.module}.{self.function}"
 
 
-class Cost(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+class Cost(msgspec.Struct, frozen=True, kw_only=True, eq=False, gc=False):
     """What a call cost, and with which price table."""
 
     amount: Decimal
     currency: str = "USD"
     price_version: str | None = None
+    pico: int | None = None
+    """``amount`` in integer pico-dollars, when the pricer computed it so (exactly); else ``None``.
+    A cache of ``amount``, not a fact of its own: equality ignores it."""
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not Cost:
+            return NotImplemented
+        return (self.amount, self.currency, self.price_version) == (other.amount, other.currency, other.price_version)
+
+    def __hash__(self) -> int:
+        return hash((self.amount, self.currency, self.price_version))
 
 
 class CallRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False):

@@ -19,10 +19,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
+from operator import itemgetter
 from typing import Any, TypeVar
 
+from msgspec.structs import astuple
+
+from tokentrail.usage import REPORTED, Provenance, Usage, UsageTotals, totals_row
 from tokentrail.usage import TOTAL_KEYS as _TOTAL_KEYS
-from tokentrail.usage import Provenance, Usage, UsageTotals, totals_row
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -175,52 +178,63 @@ def add_calls(calls: list[Call]) -> None:
     """Add finished calls (in the order they finished) to the live totals of their scopes and the
     scopes' ancestors.
 
-    The calls are summed per (scope, model) first, and each sum is added once to every scope up to
-    the run: a scope tree four levels deep costs four additions per group, not per call.
+    The calls are grouped per (scope, model) and each group summed at once (in C for the common
+    group: every count known, as reported); each sum is added once to every scope up to the run: a
+    scope tree four levels deep costs four additions per group, not per call.
     """
-    groups: dict[tuple[Scope, str | None], _Group] = {}
-    for seq, (scope, usage, provenance, model, cost) in enumerate(calls):
-        delta = totals_row(usage, provenance)
-        group = groups.get((scope, model))
-        if group is None:
-            group = groups[scope, model] = _Group(delta)
+    groups: dict[tuple[Scope, str | None], list[Call]] = {}
+    for call in calls:
+        key = call[0], call[3]
+        members = groups.get(key)
+        if members is None:
+            groups[key] = [call]
         else:
-            _add(group.sums, delta)
-        group.last, group.seq = usage, seq
-        if cost is None:
-            group.calls_without_cost += 1
-        else:
-            group.cost += cost
-    # Each scope's `last` is the latest call under it: groups are visited in the order their last
-    # calls finished, so the latest call of all is set last.
+            members.append(call)
+    if len(groups) > 1:
+        # Each scope's `last` is the latest call under it: groups are added in the order their last
+        # calls finished, so the latest call of all is set last.
+        last = {(call[0], call[3]): seq for seq, call in enumerate(calls)}
+        ordered = sorted(groups.items(), key=lambda item: last[item[0]])
+    else:
+        ordered = list(groups.items())
+    summed = [(scope, model, members[-1][1], *_group_sums(members)) for (scope, model), members in ordered]
     with _totals_lock:
-        for (scope, model), group in sorted(groups.items(), key=lambda item: item[1].seq):
+        for scope, model, latest, sums, cost, without_cost in summed:
             agent = scope.agent
             node: Scope | None = scope
             while node is not None:
                 totals = node._totals
-                _add(totals.sums, group.sums)
-                totals.last = group.last
-                totals.calls_without_cost += group.calls_without_cost
-                totals.cost += group.cost
+                _add(totals.sums, sums)
+                totals.last = latest
+                totals.calls_without_cost += without_cost
+                totals.cost += cost
                 if totals.by_model is not None and totals.by_agent is not None:
-                    _add_to(totals.by_model, model or "unknown", group.sums)
+                    _add_to(totals.by_model, model or "unknown", sums)
                     if agent is not None:
-                        _add_to(totals.by_agent, agent, group.sums)
+                        _add_to(totals.by_agent, agent, sums)
                 node = node.parent
 
 
-class _Group:
-    """The sums of one (scope, model) in a batch of `add_calls`; ``seq`` is its last call's place."""
+def _group_sums(members: list[Call]) -> tuple[tuple[int, ...], Decimal, int]:
+    """The `totals_row` sum of calls, their summed cost and how many have no cost."""
+    costs = [call[4] for call in members]
+    without_cost = costs.count(None)
+    cost = sum(filter(None, costs), _NO_COST)  # None and 0 add nothing
+    if set(map(id, map(_PROVENANCE, members))) <= _SIMPLE:  # by identity: hashing a Struct costs more
+        columns = list(zip(*map(astuple, [call[1] for call in members]), strict=True))
+        if None not in columns[0] and None not in columns[1]:  # every input and output count known
+            inp, out, read, write, reasoning = (sum(filter(None, column)) for column in columns)
+            return (len(members), inp, out, read, write, reasoning, inp + out, 0, 0), cost, without_cost
+    sums = [0] * len(_TOTAL_KEYS)
+    for call in members:
+        _add(sums, totals_row(call[1], call[2]))
+    return tuple(sums), cost, without_cost
 
-    __slots__ = ("calls_without_cost", "cost", "last", "seq", "sums")
 
-    def __init__(self, delta: tuple[int, ...]) -> None:
-        self.sums = list(delta)
-        self.cost = Decimal(0)
-        self.calls_without_cost = 0
-        self.last: Usage | None = None
-        self.seq = 0
+_SIMPLE = {id(REPORTED)}
+"""Provenances whose counts are summed as they are (neither partial nor counted nor estimated)."""
+_PROVENANCE = itemgetter(2)
+_NO_COST = Decimal(0)
 
 
 def _add(sums: list[int], delta: tuple[int, ...]) -> None:

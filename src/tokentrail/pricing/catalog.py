@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from decimal import Decimal
 from typing import Any
 
 from tokentrail.errors import ConfigError
 from tokentrail.pricing import overrides as _overrides
 from tokentrail.pricing import table
-from tokentrail.pricing.rates import Breakdown, Rates, amount, cost
+from tokentrail.pricing.rates import Breakdown, Rates, amount, cost, pico_amount
 from tokentrail.records import CallRecord, Cost
 from tokentrail.usage import Usage
 
@@ -22,6 +23,7 @@ _config_error: ConfigError | None = None
 # (provider, model, requested model) → what prices them: override Rates, a table Entry, or None.
 _resolved: dict[tuple[str, str | None, str | None], Rates | table.Entry | None] = {}
 _unknown_logged: set[tuple[str, str | None]] = set()
+PICO = Decimal(10) ** 12
 
 
 def configure(prices: str | os.PathLike[str] | None = None) -> _overrides.Overrides:
@@ -139,6 +141,9 @@ def price_of(
     rates_ = _rates(provider, model, requested, started_ns)
     if rates_ is None:
         return None
+    pico = pico_amount(rates_, usage)
+    if pico is not None:  # exact in integers: the common case, several times cheaper than Decimal
+        return Cost(amount=Decimal(pico) / PICO, price_version=rates_.source, pico=pico)
     total = amount(rates_, usage, cache_write_1h_tokens=_cache_write_1h(raw_usage, api))
     return None if total is None else Cost(amount=total, price_version=rates_.source)
 

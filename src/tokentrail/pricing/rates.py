@@ -148,6 +148,62 @@ def cost(rates: Rates, usage: Usage, *, cache_write_1h_tokens: int | None = None
     )
 
 
+def pico_amount(rates: Rates, usage: Usage) -> int | None:
+    """`amount` in integer pico-dollars, for rates that integers price exactly (flat rates with at most
+    six decimals per million tokens, i.e. whole pico-dollars per token: every rate the shipped table
+    holds); ``None`` when they cannot, or when `amount` would be ``None``. The ledger's per-call path:
+    integer arithmetic, no `Decimal` until the stored text."""
+    flat = _flat.get(id(rates))
+    if flat is None or flat[0] is not rates:
+        flat = _flat[id(rates)] = (rates, _pico_rates(rates))
+    per_token = flat[1]
+    if per_token is None:
+        return None
+    inp, out = usage.input_tokens, usage.output_tokens
+    p_in, p_read, p_write, p_out, p_reason = per_token
+    if inp is None or (out is None and p_out is not None):
+        return None
+    read = usage.cache_read_tokens or 0
+    write = usage.cache_write_tokens or 0
+    plain = inp - read - write
+    if plain < 0:
+        return None
+    total = p_in * plain + p_read * read + p_write * write
+    if out and p_out is not None:
+        reasoning = min(usage.reasoning_tokens or 0, out) if p_reason is not None else 0
+        total += p_out * (out - reasoning)
+        if reasoning:
+            total += p_reason * reasoning  # type: ignore[operator]
+    return total
+
+
+_flat: dict[int, tuple[Rates, tuple[int, int, int, int | None, int | None] | None]] = {}
+"""`_pico_rates` per `Rates` object (by id, the object kept with it: rates are few and long-lived)."""
+
+
+def _pico_rates(rates: Rates) -> tuple[int, int, int, int | None, int | None] | None:
+    """Pico-dollars per token of (input, cache read, cache write, output, reasoning), or ``None`` when
+    a rate is tiered, the model has a per-request fee or 1-hour cache writes, or a rate is not a whole
+    number of pico-dollars per token."""
+    if rates.per_request is not None or rates.cache_write_1h is not None:
+        return None
+    kinds = (rates.input, rates.cache_read, rates.cache_write, rates.output, rates.reasoning)
+    if any(rate is not None and type(rate) is not Decimal for rate in kinds):
+        return None
+    per_token: list[int | None] = []
+    for rate in kinds:
+        if rate is None:
+            per_token.append(None)
+            continue
+        pico = rate * MTOK  # USD per million tokens × 10⁶ = pico-dollars per token
+        if pico != pico.to_integral_value():
+            return None
+        per_token.append(int(pico))
+    p_in, p_read, p_write, p_out, p_reason = per_token
+    assert p_in is not None
+    return p_in, p_in if p_read is None else p_read, p_in if p_write is None else p_write, p_out, p_reason
+
+
 def amount(rates: Rates, usage: Usage, *, cache_write_1h_tokens: int | None = None) -> Decimal | None:
     """`cost`'s total alone, computed with one division: the per-call path of the ledger."""
     parts = _scaled(rates, usage, cache_write_1h_tokens)

@@ -12,7 +12,7 @@ from pathlib import Path
 import msgspec
 
 from tokentrail.errors import StoreError
-from tokentrail.records import CallRecord
+from tokentrail.records import CallRecord, Cost
 from tokentrail.sinks.migrations import CONTEXT_COLUMNS, PLACE_COLUMNS, ROW_COLUMNS, V1_COLUMNS, migrate
 from tokentrail.sinks.pipeline import _HOST, ScopeEvent, raw_usage_json
 
@@ -86,7 +86,7 @@ def own_values(r: CallRecord, context_id: int, place_id: int) -> tuple[object, .
         r.id, context_id, place_id, r.attempt, r.started_ns, r.latency_ns, r.first_token_ns,
         u.input_tokens, u.output_tokens, u.cache_read_tokens, u.cache_write_tokens, u.reasoning_tokens,
         raw_usage_json(r.raw_usage), None if cost is None else format(cost.amount, "f"),
-        None if cost is None else pico(cost.amount), None if cost is None else cost.price_version,
+        _pico_of(cost), None if cost is None else cost.price_version,
         ",".join(sorted(r.flags)) if r.flags else "", r.response_id,
         None if r.anatomy is None else json.dumps(r.anatomy),
     )  # fmt: skip
@@ -98,6 +98,12 @@ def call_row(r: CallRecord) -> tuple[object, ...]:
     by_name.update(zip(PLACE_COLUMNS, place_of(r), strict=True))
     by_name.update(zip(ROW_COLUMNS, own_values(r, 0, 0), strict=True))
     return tuple(by_name[c] for c in CALL_COLUMNS)
+
+
+def _pico_of(cost: Cost | None) -> int | None:
+    if cost is None:
+        return None
+    return cost.pico if cost.pico is not None else pico(cost.amount)
 
 
 def pico(amount: Decimal | None) -> int | None:

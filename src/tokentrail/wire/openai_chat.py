@@ -189,7 +189,7 @@ def fast_parse(body: bytes) -> ParsedCall | None:
     if usage is None:
         return None
     return ParsedCall(model=fields.model, usage=usage, provenance=REPORTED, raw_usage=_decode_raw(fields.usage),
-                      response_id=fields.id)  # fmt: skip
+                      response_id=fields.id, documented=True)  # fmt: skip
 
 
 class ChatStream:
@@ -318,7 +318,7 @@ def parse_stream(data: bytes, outcome: StreamOutcome) -> ParsedCall | None:
         counts = fast_usage(usage) if complete else None
         if counts is not None:
             return ParsedCall(model=model if isinstance(model, str) else None, usage=counts, provenance=REPORTED,
-                              raw_usage=_decode_raw(usage), complete=True,
+                              raw_usage=_decode_raw(usage), complete=True, documented=True,
                               response_id=response_id if isinstance(response_id, str) else None)  # fmt: skip
         usage = _decode_raw(usage)
     return parsed(usage, USAGE, model=model, response_id=response_id, complete=complete, output_text=output_text)
