@@ -11,7 +11,7 @@ from typing import Any
 from tokentrail.errors import ConfigError
 from tokentrail.pricing import overrides as _overrides
 from tokentrail.pricing import table
-from tokentrail.pricing.rates import Breakdown, Rates, amount, cost, pico_amount
+from tokentrail.pricing.rates import Breakdown, PicoRates, Rates, amount, cost, pico_rates, pico_total
 from tokentrail.records import CallRecord, Cost
 from tokentrail.usage import Usage
 
@@ -23,6 +23,9 @@ _config_error: ConfigError | None = None
 # (provider, model, requested model) → what prices them: override Rates, a table Entry, or None.
 _resolved: dict[tuple[str, str | None, str | None], Rates | table.Entry | None] = {}
 _unknown_logged: set[tuple[str, str | None]] = set()
+_fixed: dict[tuple[str, str | None, str | None], tuple[PicoRates, str]] = {}
+"""The same keys, for models whose rates do not change with time and that integers price exactly:
+(pico-dollars per token, price version). The per-call path: one lookup, integer arithmetic."""
 PICO = Decimal(10) ** 12
 
 
@@ -42,10 +45,12 @@ def configure(prices: str | os.PathLike[str] | None = None) -> _overrides.Overri
         with _lock:
             _config, _config_error = None, exc
             _resolved.clear()
+        _fixed.clear()
         raise
     with _lock:
         _config, _config_error = loaded, None
         _resolved.clear()
+        _fixed.clear()
         _unknown_logged.clear()
     return loaded
 
@@ -70,6 +75,7 @@ def reset() -> None:
     with _lock:
         _config = _config_error = None
         _resolved.clear()
+        _fixed.clear()
         _unknown_logged.clear()
 
 
@@ -84,6 +90,12 @@ def _resolve(provider: str, model: str | None, requested: str | None) -> Rates |
                     found = table.Entry(*hit)
                     break
     _resolved[(provider, model, requested)] = found
+    # Rates that do not change with the call's time (an override; nearly every table entry) and
+    # that integers price exactly also go to `_fixed`, the per-call path.
+    fixed = found.fixed if type(found) is table.Entry else found
+    per_token = None if fixed is None else pico_rates(fixed)
+    if per_token is not None:
+        _fixed[(provider, model, requested)] = (per_token, fixed.source)
     return found
 
 
@@ -138,12 +150,14 @@ def price_of(
     provider: str, model: str | None, requested: str | None, started_ns: int, usage: Usage, raw_usage: Any, api: str
 ) -> Cost | None:
     """`price` from the record's parts, for the pipeline that prices a record before building it."""
+    fixed = _fixed.get((provider, model, requested))
+    if fixed is not None:  # the common case: one lookup, integers, several times cheaper than Decimal
+        pico = pico_total(fixed[0], usage)
+        if pico is not None:
+            return Cost(amount=Decimal(pico) / PICO, price_version=fixed[1], pico=pico)
     rates_ = _rates(provider, model, requested, started_ns)
     if rates_ is None:
         return None
-    pico = pico_amount(rates_, usage)
-    if pico is not None:  # exact in integers: the common case, several times cheaper than Decimal
-        return Cost(amount=Decimal(pico) / PICO, price_version=rates_.source, pico=pico)
     total = amount(rates_, usage, cache_write_1h_tokens=_cache_write_1h(raw_usage, api))
     return None if total is None else Cost(amount=total, price_version=rates_.source)
 

@@ -153,12 +153,24 @@ def pico_amount(rates: Rates, usage: Usage) -> int | None:
     six decimals per million tokens, i.e. whole pico-dollars per token: every rate the shipped table
     holds); ``None`` when they cannot, or when `amount` would be ``None``. The ledger's per-call path:
     integer arithmetic, no `Decimal` until the stored text."""
+    per_token = pico_rates(rates)
+    return None if per_token is None else pico_total(per_token, usage)
+
+
+PicoRates = tuple[int, int, int, "int | None", "int | None"]
+"""Pico-dollars per token of (input, cache read, cache write, output, reasoning)."""
+
+
+def pico_rates(rates: Rates) -> PicoRates | None:
+    """``rates`` as `PicoRates`, or ``None`` when integers cannot price them exactly (once per object)."""
     flat = _flat.get(id(rates))
     if flat is None or flat[0] is not rates:
         flat = _flat[id(rates)] = (rates, _pico_rates(rates))
-    per_token = flat[1]
-    if per_token is None:
-        return None
+    return flat[1]
+
+
+def pico_total(per_token: PicoRates, usage: Usage) -> int | None:
+    """What ``usage`` costs at ``per_token``, in pico-dollars; ``None`` when a count it needs is unknown."""
     inp, out = usage.input_tokens, usage.output_tokens
     p_in, p_read, p_write, p_out, p_reason = per_token
     if inp is None or (out is None and p_out is not None):
@@ -177,11 +189,11 @@ def pico_amount(rates: Rates, usage: Usage) -> int | None:
     return total
 
 
-_flat: dict[int, tuple[Rates, tuple[int, int, int, int | None, int | None] | None]] = {}
+_flat: dict[int, tuple[Rates, PicoRates | None]] = {}
 """`_pico_rates` per `Rates` object (by id, the object kept with it: rates are few and long-lived)."""
 
 
-def _pico_rates(rates: Rates) -> tuple[int, int, int, int | None, int | None] | None:
+def _pico_rates(rates: Rates) -> PicoRates | None:
     """Pico-dollars per token of (input, cache read, cache write, output, reasoning), or ``None`` when
     a rate is tiered, the model has a per-request fee or 1-hour cache writes, or a rate is not a whole
     number of pico-dollars per token."""

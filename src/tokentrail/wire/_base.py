@@ -46,14 +46,15 @@ class ParsedCall(msgspec.Struct, frozen=True, kw_only=True, eq=False, gc=False):
     response_id: str | None = None
     complete: bool = True
     """False when a stream ended before its final event."""
-    documented: bool = False
-    """True when the usage was read in the family's documented shape and checked (the fast lanes):
-    no server quirk to look for (`refine`), no provider-reported cost in it."""
+    usage_json: str | None = None
+    """The usage object's JSON as received, set only when a fast lane read it in the family's
+    documented shape and checked it: no server quirk to look for (`refine`), no provider-reported
+    cost in it. The ledger stores this text rather than encoding `raw_usage` again."""
     output_text: Callable[[], str | None] | None = None
     """Returns the generated text (content, tool-call names and arguments), decoded only when asked:
     the pipeline counts it when the provider reported no output usage."""
 
-    def __eq__(self, other: object) -> bool:  # every field but output_text (a closure) and documented (a hint)
+    def __eq__(self, other: object) -> bool:  # every field but output_text (a closure) and usage_json (raw_usage's text)
         if type(other) is not ParsedCall:
             return NotImplemented
         return _comparable(self) == _comparable(other)

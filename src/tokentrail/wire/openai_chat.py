@@ -188,8 +188,9 @@ def fast_parse(body: bytes) -> ParsedCall | None:
     usage = fast_usage(fields.usage) if fields.usage else None
     if usage is None:
         return None
-    return ParsedCall(model=fields.model, usage=usage, provenance=REPORTED, raw_usage=_decode_raw(fields.usage),
-                      response_id=fields.id, documented=True)  # fmt: skip
+    raw = fields.usage
+    return ParsedCall(model=fields.model, usage=usage, provenance=REPORTED, raw_usage=_decode_raw(raw),
+                      response_id=fields.id, usage_json=str(raw, "utf-8"))  # fmt: skip
 
 
 class ChatStream:
@@ -318,7 +319,7 @@ def parse_stream(data: bytes, outcome: StreamOutcome) -> ParsedCall | None:
         counts = fast_usage(usage) if complete else None
         if counts is not None:
             return ParsedCall(model=model if isinstance(model, str) else None, usage=counts, provenance=REPORTED,
-                              raw_usage=_decode_raw(usage), complete=True, documented=True,
+                              raw_usage=_decode_raw(usage), complete=True, usage_json=str(usage, "utf-8"),
                               response_id=response_id if isinstance(response_id, str) else None)  # fmt: skip
         usage = _decode_raw(usage)
     return parsed(usage, USAGE, model=model, response_id=response_id, complete=complete, output_text=output_text)
