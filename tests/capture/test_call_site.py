@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import json
 from pathlib import Path
 from typing import Any
@@ -42,3 +43,18 @@ def test_async_send_names_the_coroutine_that_awaited_it(db: Path, http: Any) -> 
     asyncio.run(agent_step())
     calls = recorded(db)
     assert [c["call_function"].rsplit(".", 1)[-1] for c in calls] == ["agent_step", "agent_step"]
+
+
+@pytest.mark.parametrize("http", [httpx, httpx2], ids=lambda m: m.__name__)
+def test_the_call_site_names_the_line_of_the_call(db: Path, http: Any) -> None:
+    client = http.Client(transport=http.MockTransport(lambda r: http.Response(200, content=BODY)))
+    here = sys._getframe().f_lineno
+    client.post(URL, json={"model": "m"})  # here + 1
+    client.post(
+        URL,
+        json={"model": "m"},
+    )  # a call spread over lines: the line its frame reports while the call runs, as f_lineno
+    for _ in range(2):
+        client.post(URL, json={"model": "m"})  # here + 7, from a loop
+    lines = [int(c["call_site"].rsplit(":", 1)[1]) for c in recorded(db)]
+    assert lines == [here + 1, here + 2, here + 7, here + 7]

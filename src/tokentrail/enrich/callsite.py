@@ -1,7 +1,7 @@
 """The call site: the first stack frame outside tokentrail, the HTTP library and the LLM SDK.
 
-The hot path only walks frames and keeps ``(code, line)``; naming the frame (module, relative file)
-happens later, off the caller's thread. Whether a frame is skipped is decided once per code object.
+The hot path only walks frames and keeps ``(code, instruction offset)``; finding the line and naming
+the frame (module, relative file) happen later, off the caller's thread. Whether a frame is skipped is decided once per code object.
 """
 
 from __future__ import annotations
@@ -89,7 +89,8 @@ def _is_skipped(module: str) -> bool:
 
 
 def capture(frame: FrameType | None = None) -> tuple[CodeType, int] | None:
-    """The code object and line of the first frame that is not plumbing, or ``None``."""
+    """The code object and instruction offset (``f_lasti``) of the first frame that is not plumbing,
+    or ``None``. The offset, not the line: a frame computes its line by scanning its code's line table."""
     frame = frame or sys._getframe(1)
     skip = _skip
     while frame is not None:
@@ -98,7 +99,7 @@ def capture(frame: FrameType | None = None) -> tuple[CodeType, int] | None:
         if known is None or known[0] is not code:
             known = skip[id(code)] = (code, _is_skipped(frame.f_globals.get("__name__") or ""))
         if not known[1]:
-            return code, frame.f_lineno
+            return code, frame.f_lasti
         frame = frame.f_back
     return None
 
@@ -131,17 +132,25 @@ def _describe(filename: str) -> tuple[str, str]:
 
 
 def resolve(site: tuple[CodeType, int] | None) -> CallSite | None:
-    """Name a captured frame (once per code object and line: a program calls from few places)."""
+    """Name a captured frame (once per code object and offset: a program calls from few places)."""
     if site is None:
         return None
-    code, line = site
-    key = (id(code), line)  # by id, as `_skip`: hashing the code object would cost more than the lookup
+    code, offset = site
+    key = (id(code), offset)  # by id, as `_skip`: hashing the code object would cost more than the lookup
     known = _names.get(key)
     if known is None or known[0] is not code:
         if len(_names) >= 4096:
             _names.clear()
-        known = _names[key] = (code, _name(code, line))
+        known = _names[key] = (code, _name(code, line_of(code, offset)))
     return known[1]
+
+
+def line_of(code: CodeType, offset: int) -> int:
+    """The source line of the instruction at ``offset`` (``f_lasti``), as ``frame.f_lineno`` gives it."""
+    for start, end, line in code.co_lines():
+        if start <= offset < end and line is not None:
+            return line
+    return code.co_firstlineno
 
 
 _names: dict[tuple[int, int], tuple[CodeType, CallSite]] = {}
