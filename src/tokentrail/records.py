@@ -120,11 +120,9 @@ class CallRecord(msgspec.Struct, frozen=True, gc=False):
     """Time from sending to the first streamed byte, for streams."""
     usage: Usage = EMPTY
     provenance: Provenance = MISSING
-    raw_usage: Any = None
-    """The provider's usage object as received, kept for re-derivation."""
     raw_usage_json: str | None = None
-    """`raw_usage` as the JSON text it arrived in, when the parser kept it (a cache: the ledger stores
-    it instead of encoding `raw_usage` again; a record whose `raw_usage` is replaced must drop it)."""
+    """The provider's usage object as received, as JSON text (as it arrived when a fast lane read it;
+    else encoded from the parsed object), kept for re-derivation; `raw_usage` decodes it."""
     cost: Cost | None = None
     flags: frozenset[str] = frozenset()
     response_id: str | None = None
@@ -147,11 +145,17 @@ class CallRecord(msgspec.Struct, frozen=True, gc=False):
     tools offered and called), when prompt anatomy is on and the request body was seen."""
 
     @property
+    def raw_usage(self) -> Any:
+        """The provider's usage object as received (decoded from `raw_usage_json` at each access)."""
+        return None if self.raw_usage_json is None else _decode_json(self.raw_usage_json)
+
+    @property
     def latency_ms(self) -> float | None:
         """Latency in milliseconds."""
         return None if self.latency_ns is None else self.latency_ns / 1e6
 
 
+_decode_json = msgspec.json.Decoder().decode
 _rand = random.Random()
 
 

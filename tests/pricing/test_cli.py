@@ -105,7 +105,7 @@ def test_reprice_recomputes_stored_costs_in_one_go(
         call("a", "gpt-4o", cost=Cost(amount=Decimal("0.1"), price_version="genai-prices==0.0.1")),
         call("b", "my-model", provider="local"),  # unknown until the overrides file prices it
         call("c", "mystery-model", provider="local"),  # unknown either way
-        call("d", "openai/gpt-4o", provider="openrouter", raw_usage={"cost": 9.99}),
+        call("d", "openai/gpt-4o", provider="openrouter", raw_usage_json='{"cost":9.99}'),
         call("e", "gpt-4o", run="r2", cost=Cost(amount=Decimal("0.1"), price_version="old")),
     ]
     db.executemany(

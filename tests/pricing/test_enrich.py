@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 
 import pytest
@@ -26,7 +27,7 @@ def openai_call(usage: Usage = USAGE, **kw: object) -> CallRecord:
 def openrouter_call(raw_usage: object, model: str = "openai/gpt-4o") -> CallRecord:
     return CallRecord(
         id="x", api="openai.chat", provider="openrouter", host="openrouter.ai", endpoint="/api/v1/chat/completions",
-        model=model, usage=USAGE, raw_usage=raw_usage,
+        model=model, usage=USAGE, raw_usage_json=json.dumps(raw_usage),
     )  # fmt: skip
 
 

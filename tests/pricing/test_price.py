@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import timeit
 from datetime import UTC, datetime
@@ -126,7 +127,8 @@ def test_claude_sonnet_4_cache_reads_and_writes_at_anthropics_published_prices()
     # Anthropic's raw usage tells 1-hour writes apart; they cost $6/MTok.
     raw = {"cache_creation": {"ephemeral_5m_input_tokens": 6_000, "ephemeral_1h_input_tokens": 4_000}}
     split = pricing.price(
-        record("anthropic", "claude-sonnet-4-20250514", USAGE_WRITES, api="anthropic.messages", raw_usage=raw)
+        record("anthropic", "claude-sonnet-4-20250514", USAGE_WRITES, api="anthropic.messages",
+               raw_usage_json=json.dumps(raw))  # fmt: skip
     )
     assert split is not None
     assert split.amount == want - per_mtok(4_000, "3.75") + per_mtok(4_000, "6")

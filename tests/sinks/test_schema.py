@@ -23,7 +23,7 @@ def record(i: int, **kw: Any) -> CallRecord:
         endpoint="/v1/chat/completions", requested_model="gpt-4o", model="gpt-4o-2024-08-06", stream=True,
         status=CallStatus.OK, http_status=200, attempt=1, started_ns=1_700_000_000_000_000_000 + i,
         latency_ns=1000 + i, first_token_ns=10, usage=Usage(input_tokens=10 + i, output_tokens=i, cache_read_tokens=4),
-        provenance=REPORTED, raw_usage={"prompt_tokens": 10 + i, "completion_tokens": i}, flags=frozenset(),
+        provenance=REPORTED, raw_usage_json=f'{{"prompt_tokens":{10 + i},"completion_tokens":{i}}}', flags=frozenset(),
         cost=Cost(amount=Decimal("0.000125"), price_version="genai-prices==1"), response_id=f"resp-{i}",
         scope_id="s1", scope_id_path="r1/s1", scope_path="trial/planner", run_id="r1", run="trial",
         agent="planner", call_site=SITE, pid=42, host_name="box", tags={"seed": "7"},

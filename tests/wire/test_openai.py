@@ -137,7 +137,7 @@ def test_chat_without_details() -> None:
 
 def test_chat_keeps_the_raw_usage() -> None:
     raw = {**chat_usage(), "cost": 0.00042, "is_byok": False}
-    assert CHAT.parse(chat_body(raw)).raw_usage == raw
+    assert CHAT.parse(chat_body(raw)).usage_object() == raw
 
 
 def test_legacy_completions() -> None:
@@ -232,7 +232,7 @@ def test_chat_and_responses_read_back_any_conventional_usage(u: Usage) -> None:
         assert result.usage == expected
         assert result.provenance == provenance
         assert result.flags == frozenset()
-        assert result.raw_usage == raw
+        assert result.usage_object() == raw
 
 
 # -- malformed usage -------------------------------------------------------------------------------
@@ -781,7 +781,8 @@ _CHUNK = st.fixed_dictionaries(
         ),
     },
 )
-_EXTRA = st.sampled_from([b"", b"\n\n", b"\n", b": keep-alive\n\n", b"data: [DONE]\n\n", b"event: x\ndata: {}\n\n", b"data: 7\n\n", b"data: {\"a\"", b"\r\n"])
+_EXTRA = st.sampled_from([b"", b"\n\n", b"\n", b": keep-alive\n\n", b"data: [DONE]\n\n", b"event: x\ndata: {}\n\n", b"data: 7\n\n", b"data: {\"a\"", b"\r\n",
+                         b"event: x\ndata: [DONE]\n\n", b"data:[DONE]\n\n", b"data: {}\ndata: [DONE]\n\n"])
 
 
 @given(
@@ -805,7 +806,7 @@ def test_parse_stream_agrees_with_chat_stream(
     stream = ChatStream()
     stream.feed(raw)
     expected = stream.finish(outcome)
-    assert (whole.model, whole.response_id, whole.usage, whole.provenance, whole.flags, whole.complete, whole.raw_usage) == (
+    assert (whole.model, whole.response_id, whole.usage, whole.provenance, whole.flags, whole.complete, whole.usage_object()) == (
         expected.model, expected.response_id, expected.usage, expected.provenance, expected.flags, expected.complete,
         expected.raw_usage,
     )  # fmt: skip

@@ -101,9 +101,9 @@ def reprice(db: sqlite3.Connection, *, run: str | None = None, dry_run: bool = F
 def _record(row: sqlite3.Row, flags: frozenset[str]) -> CallRecord:
     raw = row["raw_usage"]
     try:
-        raw_usage = json.loads(raw) if raw else None
-    except ValueError:
-        raw_usage = None
+        json.loads(raw) if raw else None
+    except ValueError:  # not JSON (a ledger edited by hand): priced without it
+        raw = None
     return CallRecord(
         id=row["id"],
         api=row["api"],
@@ -120,7 +120,7 @@ def _record(row: sqlite3.Row, flags: frozenset[str]) -> CallRecord:
             cache_write_tokens=row["cache_write_tokens"],
             reasoning_tokens=row["reasoning_tokens"],
         ),
-        raw_usage=raw_usage,
+        raw_usage_json=raw or None,
         flags=flags,
     )
 

@@ -287,7 +287,7 @@ def build(exchange: Exchange) -> CallRecord:
         new_id(), parser.api, provider, exchange.host, exchange.path, info.model, model, info.stream, status,
         status_code, error, _attempt(exchange, status is CallStatus.OK), started_ns, t_end - exchange.t0,
         None if exchange.t_first is None else exchange.t_first - exchange.t0, usage, result.provenance,
-        result.raw_usage, result.usage_json, cost, flags, result.response_id, resolve(exchange.site),
+        result.usage_json or raw_usage_json(result.raw_usage), cost, flags, result.response_id, resolve(exchange.site),
         *_where_from(exchange.scope), anatomy,
     )  # fmt: skip
 
@@ -315,7 +315,7 @@ _PLACE_FIELDS = ("scope_id", "scope_path", "scope_id_path", "run_id", "run", "ag
 # What build() passes by position: these fields, then `_PLACE_FIELDS`, then ``anatomy``.
 _BUILT_FIELDS = (
     "id api provider host endpoint requested_model model stream status http_status error attempt started_ns "
-    "latency_ns first_token_ns usage provenance raw_usage raw_usage_json cost flags response_id call_site"
+    "latency_ns first_token_ns usage provenance raw_usage_json cost flags response_id call_site"
 ).split()
 if CallRecord.__struct_fields__[: len(_BUILT_FIELDS) + 12] != (*_BUILT_FIELDS, *_PLACE_FIELDS, "anatomy"):
     raise ImportError("CallRecord's fields moved: update build() and _BUILT_FIELDS")  # a developer's error
@@ -380,6 +380,7 @@ def count_missing(result: ParsedCall, api: str, body: bytes | None, model: str |
         ),
         provenance=Provenance(input=in_src, output=out_src, tokenizer=tokenizer),
         raw_usage=result.raw_usage,
+        usage_json=result.usage_json,
         flags=frozenset(flags),
         response_id=result.response_id,
         complete=result.complete,

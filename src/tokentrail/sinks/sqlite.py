@@ -14,7 +14,7 @@ import msgspec
 from tokentrail.errors import StoreError
 from tokentrail.records import CallRecord, Cost
 from tokentrail.sinks.migrations import CONTEXT_COLUMNS, PLACE_COLUMNS, ROW_COLUMNS, V1_COLUMNS, migrate
-from tokentrail.sinks.pipeline import _HOST, ScopeEvent, raw_usage_json
+from tokentrail.sinks.pipeline import _HOST, ScopeEvent
 
 CALL_COLUMNS = [c for c in V1_COLUMNS if c != "total_tokens"]
 """The columns an ``INSERT INTO calls`` (the view) takes: every stored field of a record."""
@@ -85,7 +85,7 @@ def own_values(r: CallRecord, context_id: int, place_id: int) -> tuple[object, .
     return (
         r.id, context_id, place_id, r.attempt, r.started_ns, r.latency_ns, r.first_token_ns,
         u.input_tokens, u.output_tokens, u.cache_read_tokens, u.cache_write_tokens, u.reasoning_tokens,
-        r.raw_usage_json or raw_usage_json(r.raw_usage), None if cost is None else format(cost.amount, "f"),
+        r.raw_usage_json, None if cost is None else format(cost.amount, "f"),
         _pico_of(cost), None if cost is None else cost.price_version,
         ",".join(sorted(r.flags)) if r.flags else "", r.response_id,
         None if r.anatomy is None else json.dumps(r.anatomy),
