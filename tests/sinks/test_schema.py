@@ -152,3 +152,10 @@ def test_a_sink_that_fails_is_retried_alone(monkeypatch: pytest.MonkeyPatch) -> 
     pipeline.write_ready()
     assert good.got == ["call-001", "call-002", "call-003"]  # each once, though the other sink failed
     assert flaky.got == ["call-001", "call-002", "call-003"]  # its batch again, in order, then the new one
+
+
+@pytest.mark.parametrize("text", ["0.000012345", "1E-7", "0E-12", "12.5", "0.0000001230", "1.2E+3", "100", "0", "-0.5"])
+def test_costs_are_stored_as_plain_decimal_text(text: str) -> None:
+    from tokentrail.sinks.sqlite import decimal_text
+
+    assert decimal_text(Decimal(text)) == format(Decimal(text), "f")

@@ -12,7 +12,6 @@ their headers cost the garbage collector ~5 µs a call (measured on the raw http
 
 from __future__ import annotations
 
-import operator
 import time
 from typing import Any
 
@@ -231,7 +230,6 @@ def record_failure(exchange: Exchange, error: BaseException) -> None:
 
 
 _READS_HEADERS: dict[type, bool] = {}
-_LOWER_NAME = operator.itemgetter(1)
 
 
 def _reads_headers(parser: WireParser) -> bool:
@@ -243,14 +241,21 @@ def _reads_headers(parser: WireParser) -> bool:
     return found
 
 
-def header(headers: Any, name: str) -> str | None:
-    """A header's value from any HTTP library's headers (``name`` in lower case), or ``None``."""
+def header(headers: Any, name: str, key: bytes | None = None) -> str | None:
+    """A header's value from any HTTP library's headers (``name`` in lower case; ``key``, the same
+    as latin-1 bytes, saves encoding it), or ``None``."""
     entries = getattr(headers, "_list", None)
     if type(entries) is list:  # httpx's Headers: (name, lowercased name, value); .get() costs ~5 µs
-        # The lowercased names searched in C: a Python loop over ten headers costs ~2 µs, and so
-        # does a ValueError from .index() when the header is absent.
-        names, key = list(map(_LOWER_NAME, entries)), name.encode("latin-1")
-        return entries[names.index(key)][2].decode("latin-1") if key in names else None  # type: ignore[no-any-return]
+        # A plain loop: cheaper here than any C-level search (list(map(itemgetter(1), …)) costs
+        # ~4,100 instructions for eight headers, this loop ~3,100 to find the seventh, callgrind).
+        key = key or name.encode("latin-1")
+        try:
+            for _, lowered, value in entries:
+                if lowered == key:
+                    return value.decode("latin-1")  # type: ignore[no-any-return]
+            return None
+        except (TypeError, ValueError):  # entries of another shape: ask the mapping
+            pass
     try:
         return headers.get(name)  # type: ignore[no-any-return]
     except Exception:  # not a mapping we know
@@ -259,13 +264,20 @@ def header(headers: Any, name: str) -> str | None:
 
 def retry_count(headers: Any) -> str | None:
     """The ``x-stainless-retry-count`` request header (the openai and anthropic SDKs send it)."""
-    return header(headers, "x-stainless-retry-count")
+    return header(headers, "x-stainless-retry-count", b"x-stainless-retry-count")
 
 
 def media_type(headers: Any) -> str:
     """The media type of a response's ``content-type`` (lower case, parameters dropped); "" if none."""
-    content_type = header(headers, "content-type") if headers is not None else None
-    return content_type.partition(";")[0].strip().lower() if content_type else ""
+    content_type = header(headers, "content-type", b"content-type") if headers is not None else None
+    if content_type is None:
+        return ""
+    if content_type in _COMMON_TYPES:  # as servers send it: nothing to drop or lower
+        return content_type
+    return content_type.partition(";")[0].strip().lower()
+
+
+_COMMON_TYPES = frozenset({"text/event-stream", "application/json", "application/x-ndjson"})
 
 
 def start(

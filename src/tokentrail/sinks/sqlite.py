@@ -85,7 +85,7 @@ def own_values(r: CallRecord, context_id: int, place_id: int) -> tuple[object, .
     return (
         r.id, context_id, place_id, r.attempt, r.started_ns, r.latency_ns, r.first_token_ns,
         u.input_tokens, u.output_tokens, u.cache_read_tokens, u.cache_write_tokens, u.reasoning_tokens,
-        r.raw_usage_json, None if cost is None else format(cost.amount, "f"),
+        r.raw_usage_json, None if cost is None else decimal_text(cost.amount),
         _pico_of(cost), None if cost is None else cost.price_version,
         ",".join(sorted(r.flags)) if r.flags else "", r.response_id,
         None if r.anatomy is None else json.dumps(r.anatomy),
@@ -98,6 +98,13 @@ def call_row(r: CallRecord) -> tuple[object, ...]:
     by_name.update(zip(PLACE_COLUMNS, place_of(r), strict=True))
     by_name.update(zip(ROW_COLUMNS, own_values(r, 0, 0), strict=True))
     return tuple(by_name[c] for c in CALL_COLUMNS)
+
+
+def decimal_text(amount: Decimal) -> str:
+    """``format(amount, "f")``: the same digits, from ``str()`` where it writes no exponent (the
+    common amount; half the instructions of the format spec's parsing)."""
+    text = str(amount)
+    return format(amount, "f") if "E" in text else text
 
 
 def _pico_of(cost: Cost | None) -> int | None:
@@ -127,7 +134,8 @@ class SqliteSink:
         self._db: sqlite3.Connection | None = None
         self._lock = threading.Lock()
         self._contexts: dict[tuple[object, ...], int] = {}
-        self._places: dict[tuple[object, ...], int] = {}
+        self._places: dict[object, int] = {}
+        """Place ids by scope id (or by `place_of` for a record without one)."""
         connect(self.path).close()  # fail early, in the caller, if the file cannot be a ledger
 
     def _conn(self) -> sqlite3.Connection:
@@ -144,7 +152,7 @@ class SqliteSink:
             for kind, scope, at in scopes:
                 (opened if kind == "open" else closed).append((scope, at))
             new_contexts: dict[tuple[object, ...], int] = {}
-            new_places: dict[tuple[object, ...], int] = {}
+            new_places: dict[object, int] = {}
             db.execute("BEGIN")
             try:
                 if opened:
@@ -165,13 +173,15 @@ class SqliteSink:
                     contexts, places = self._contexts, self._places
                     rows = []
                     for r in records:
-                        context, place = context_key(r), place_of(r)
+                        context = context_key(r)
                         context_id = contexts.get(context) or new_contexts.get(context)
                         if context_id is None:
                             context_id = new_contexts[context] = _stored_id(db, "call_contexts", context_of(r))
+                        # A scope's id names its place (every other place value comes from the scope).
+                        place = r.scope_id or place_of(r)
                         place_id = places.get(place) or new_places.get(place)
                         if place_id is None:
-                            place_id = new_places[place] = _stored_id(db, "call_places", place)
+                            place_id = new_places[place] = _stored_id(db, "call_places", place_of(r))
                         rows.append(own_values(r, context_id, place_id))
                     db.executemany(_INSERT_ROW, rows)
                 if dropped:
