@@ -1,7 +1,8 @@
 """The call site: the first stack frame outside tokentrail, the HTTP library and the LLM SDK.
 
 The hot path only walks frames and keeps ``(code, instruction offset)``; finding the line and naming
-the frame (module, relative file) happen later, off the caller's thread. Whether a frame is skipped is decided once per code object.
+the frame (module, relative file) happen later, off the caller's thread. Whether a frame is skipped
+is decided once per code object.
 """
 
 from __future__ import annotations
