@@ -32,8 +32,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-PHASES = ("off", "caller", "process", "write")
-
 
 def child(row_key: str, n: int, db: str) -> None:
     """Run the phases of a row with n calls each, a count dumped at each ``os.getppid()``."""

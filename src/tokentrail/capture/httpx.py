@@ -30,11 +30,9 @@ def _body(request: Any) -> bytes | None:
 
 
 def _attach(
-    exchange: _exchange.Exchange, response: Any, stream: bool, module: ModuleType, sync: bool, injected: bool = False
+    exchange: _exchange.Exchange, response: Any, module: ModuleType, sync: bool, injected: bool = False
 ) -> None:
-    if not stream:
-        exchange.body_read(response.status_code, response.headers, response.content)
-        return
+    """Observe a streamed response (`_finish` handles a body read whole; only streams are injected)."""
     parser = exchange.stream_started(response.status_code, response.headers)
     # Only an event stream carries what the option added; anything else passes as is.
     injected = injected and _exchange.media_type(response.headers) == "text/event-stream"
@@ -104,9 +102,12 @@ def _rejected(response: Any, injected: Any, request: Any) -> bool:
 def _finish(exchange: _exchange.Exchange, response: Any, request: Any, stream: bool, module: ModuleType,
             sync: bool, injected: Any) -> None:  # fmt: skip
     try:
+        if not stream and injected is None:  # the common case, without an _attach() call: a body read whole
+            exchange.body_read(response.status_code, response.headers, response.content)
+            return
         if injected is not None:
             response.request = request  # the caller's own request, as without injection
-        _attach(exchange, response, stream, module, sync=sync, injected=injected is not None)
+        _attach(exchange, response, module, sync=sync, injected=injected is not None)
     except Exception as exc:
         failed("capture.finish", exc)
 
@@ -136,13 +137,7 @@ def _sync_send(original: Callable[..., Any], module: ModuleType) -> Callable[...
             raise
         finally:
             SUPPRESSED.reset(token)
-        if stream or injected is not None:
-            _finish(exchange, response, request, stream, module, True, injected)
-        else:  # the common case, without _finish() and _attach() calls: a body read whole
-            try:
-                exchange.body_read(response.status_code, response.headers, response.content)
-            except Exception as exc:
-                failed("capture.finish", exc)
+        _finish(exchange, response, request, stream, module, True, injected)
         return response
 
     setattr(send, _SENTINEL, original)
@@ -169,13 +164,7 @@ def _async_send(original: Callable[..., Any], module: ModuleType) -> Callable[..
             raise
         finally:
             SUPPRESSED.reset(token)
-        if stream or injected is not None:
-            _finish(exchange, response, request, stream, module, False, injected)
-        else:  # the common case, without _finish() and _attach() calls: a body read whole
-            try:
-                exchange.body_read(response.status_code, response.headers, response.content)
-            except Exception as exc:
-                failed("capture.finish", exc)
+        _finish(exchange, response, request, stream, module, False, injected)
         return response
 
     setattr(send, _SENTINEL, original)

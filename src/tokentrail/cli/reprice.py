@@ -101,7 +101,8 @@ def reprice(db: sqlite3.Connection, *, run: str | None = None, dry_run: bool = F
 def _record(row: sqlite3.Row, flags: frozenset[str]) -> CallRecord:
     raw = row["raw_usage"]
     try:
-        json.loads(raw) if raw else None
+        if raw:
+            json.loads(raw)
     except ValueError:  # not JSON (a ledger edited by hand): priced without it
         raw = None
     return CallRecord(

@@ -276,7 +276,7 @@ def parse_stream(data: bytes, outcome: StreamOutcome) -> ParsedCall | None:
     while pos < size:  # ChatStream parses every event up to the first that names a model
         stop = head.find(b"\n\n", pos)
         stop = size if stop < 0 else stop
-        if not head.startswith(b"data: ", pos) or head.find(b"\n", pos, stop) >= 0:
+        if not _one_data_line(head, pos, stop):
             return None
         payload = head[pos + 6 : stop]
         pos = stop + 2
@@ -300,7 +300,7 @@ def parse_stream(data: bytes, outcome: StreamOutcome) -> ParsedCall | None:
         stop = size if stop < 0 else stop
         payload = head[start + 6 : stop]
         if head.startswith(b":{", at + 7) or has_object(payload, b'"usage"'):  # compact JSON first: cheaper
-            if not head.startswith(b"data: ", start) or head.find(b"\n", start, stop) >= 0:
+            if not _one_data_line(head, start, stop):
                 return None
             raw = _usage_json(payload)
             if raw is not None:  # OpenAI's own shape: read in C by the fast lane below
@@ -335,6 +335,11 @@ def parse_stream(data: bytes, outcome: StreamOutcome) -> ParsedCall | None:
                               response_id=response_id if isinstance(response_id, str) else None)  # fmt: skip
         usage = _decode_raw(usage)
     return parsed(usage, USAGE, model=model, response_id=response_id, complete=complete, output_text=output_text)
+
+
+def _one_data_line(head: bytes, start: int, stop: int) -> bool:
+    """Whether the event ``head[start:stop]`` is a single ``data: `` line."""
+    return head.startswith(b"data: ", start) and head.find(b"\n", start, stop) < 0
 
 
 def _common_framing(head: bytes) -> bool:
