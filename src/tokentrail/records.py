@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import time
@@ -157,16 +158,21 @@ class CallRecord(msgspec.Struct, frozen=True, gc=False):
 
 _decode_json = msgspec.json.Decoder().decode
 _rand = random.Random()
+_LOW_BITS = (1 << 64) - 1
+_serial = itertools.count(_rand.getrandbits(64))
 
 
 def new_id() -> str:
-    """A 32-hex-digit id that sorts by creation time (nanoseconds, then 64 random bits)."""
+    """A 32-hex-digit id that sorts by creation time: nanoseconds, then 64 bits counted up from a
+    random start per process (unique within the process; a serial costs a third of fresh random bits)."""
     # One int's 16 bytes as hex: the same digits as two formatted fields, at 0.2 µs instead of 0.5.
-    return ((time.time_ns() << 64) | _rand.getrandbits(64)).to_bytes(16, "big").hex()
+    return ((time.time_ns() << 64) | (next(_serial) & _LOW_BITS)).to_bytes(16, "big").hex()
 
 
 def _reseed() -> None:
+    global _serial
     _rand.seed()
+    _serial = itertools.count(_rand.getrandbits(64))
 
 
 os.register_at_fork(after_in_child=_reseed)

@@ -50,6 +50,8 @@ def priced(
 ) -> tuple[Cost | None, frozenset[str]]:
     """Our cost of a call and its flags, ``cost_mismatch`` added when the provider's own differs."""
     cost = pricing.price_of(provider, model, requested, started_ns, usage, raw_usage, api)
+    if raw_usage is None:  # a fast lane's usage: no provider cost in it
+        return cost, flags
     reported = reported_cost(raw_usage)
     if reported is not None:
         if cost is None:

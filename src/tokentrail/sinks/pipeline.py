@@ -224,7 +224,7 @@ def build(exchange: Exchange) -> CallRecord:
     """The `CallRecord` of a finished exchange."""
     parser = exchange.parser
     info = parser.parse_request(exchange.body_sent or b"")
-    from_path, from_headers, refine = _traits(parser)
+    from_path, from_headers, refine = _parser_traits.get(parser) or _traits(parser)
     if from_path is not None:  # Gemini and Bedrock name the model (and streaming) in the path
         in_path = from_path(exchange.path)
         info = RequestInfo(model=info.model or in_path.model, stream=info.stream or in_path.stream)
@@ -297,14 +297,16 @@ def _traits(parser: Any) -> tuple[Any, Any, Any]:
     the model in the path), ``usage_from_headers`` (Bedrock InvokeModel), ``refine`` (the quirks of
     OpenAI-compatible servers); ``None`` for each it lacks. Looked up once per parser: a missing
     attribute costs an AttributeError inside ``getattr`` on every call."""
-    found = _parser_traits.get(id(parser))
-    if found is None or found[0] is not parser:
-        steps = tuple(getattr(parser, name, None) for name in ("request_from_path", "usage_from_headers", "refine"))
-        found = _parser_traits[id(parser)] = (parser, steps)
-    return found[1]  # type: ignore[no-any-return]
+    found = _parser_traits.get(parser)  # parsers hash by identity (or, a frozen dataclass, by value)
+    if found is None:
+        found = _parser_traits[parser] = tuple(  # type: ignore[assignment]
+            getattr(parser, name, None) for name in ("request_from_path", "usage_from_headers", "refine")
+        )
+    return found  # type: ignore[return-value]
 
 
-_parser_traits: dict[int, tuple[Any, tuple[Any, Any, Any]]] = {}
+_parser_traits: dict[Any, tuple[Any, Any, Any]] = {}
+
 
 _HTTP_ERROR = frozenset({Flag.HTTP_ERROR})
 _STREAM_INCOMPLETE = frozenset({Flag.STREAM_INCOMPLETE})
