@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sqlite3
 import threading
 from decimal import Decimal
+from itertools import chain
 from pathlib import Path
 
 import msgspec
@@ -18,7 +20,6 @@ from tokentrail.sinks.pipeline import _HOST, ScopeEvent
 
 CALL_COLUMNS = [c for c in V1_COLUMNS if c != "total_tokens"]
 """The columns an ``INSERT INTO calls`` (the view) takes: every stored field of a record."""
-_INSERT_ROW = f"INSERT INTO call_rows ({', '.join(ROW_COLUMNS)}) VALUES ({', '.join('?' * len(ROW_COLUMNS))})"
 _INSERT_CONTEXT = (
     f"INSERT OR IGNORE INTO call_contexts (key, {', '.join(CONTEXT_COLUMNS)})"
     f" VALUES (?, {', '.join('?' * len(CONTEXT_COLUMNS))})"
@@ -209,27 +210,32 @@ class SqliteSink:
 
 
 def insert_rows(db: sqlite3.Connection, rows: list[tuple[object, ...]]) -> None:
-    """Insert `ROW_COLUMNS` rows; a column that is null in every row is written as ``NULL`` in the
-    statement rather than bound. (CPython's sqlite3 binds ``None`` only after looking for an adapter
-    for it: ~2,500 instructions a value, callgrind, CPython 3.11; a typical call's row has three or
-    four — its first-token time, cache-write count, anatomy.)"""
+    """Insert `ROW_COLUMNS` rows, `ROWS_PER_INSERT` to a statement (``VALUES (…), (…), …``: a third
+    of the instructions per row of ``executemany``, callgrind). A column null in every row is written
+    as ``NULL`` in the statement, not bound: CPython's sqlite3 looks for an adapter before binding
+    ``None`` (~2,500 instructions a value, CPython 3.11), and a call's row typically has three or four
+    (first-token time, cache-write count, anatomy)."""
     columns = list(zip(*rows))
     nones = (None,) * len(rows)
     null = tuple(i for i in _NULLABLE if columns[i] == nones)  # == stops at the first value that is not
-    if not null:
-        db.executemany(_INSERT_ROW, rows)
-        return
-    statement = _inserts.get(null)
-    if statement is None:
-        values = ", ".join("NULL" if i in null else "?" for i in range(len(ROW_COLUMNS)))
-        statement = _inserts[null] = f"INSERT INTO call_rows ({', '.join(ROW_COLUMNS)}) VALUES ({values})"
-    db.executemany(statement, zip(*(column for i, column in enumerate(columns) if i not in null)))
+    if null:
+        rows = list(zip(*(column for i, column in enumerate(columns) if i not in null)))
+    for start in range(0, len(rows), ROWS_PER_INSERT):
+        chunk = rows[start : start + ROWS_PER_INSERT]
+        db.execute(_insert_statement(null, len(chunk)), list(chain.from_iterable(chunk)))
 
 
+ROWS_PER_INSERT = 50
+"""Rows per ``INSERT``: 50 × 19 columns stay under 999 parameters, the limit of SQLite before 3.32."""
 _NULLABLE = tuple(i for i, c in enumerate(ROW_COLUMNS) if c not in ("id", "context_id", "place_id", "attempt",
                                                                     "started_ns", "flags"))  # fmt: skip
-_inserts: dict[tuple[int, ...], str] = {}
-"""`insert_rows`' statements by the columns they write as ``NULL``."""
+
+
+@functools.lru_cache(maxsize=256)
+def _insert_statement(null: tuple[int, ...], count: int) -> str:
+    """An ``INSERT`` of ``count`` rows, the columns at the indexes ``null`` written as ``NULL``."""
+    row = "(" + ", ".join("NULL" if i in null else "?" for i in range(len(ROW_COLUMNS))) + ")"
+    return f"INSERT INTO call_rows ({', '.join(ROW_COLUMNS)}) VALUES {', '.join([row] * count)}"
 
 
 def _stored_id(db: sqlite3.Connection, table: str, values: tuple[object, ...]) -> int:
