@@ -5,6 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from tokentrail import scope as scopes
+from tokentrail.records import Cost
 from tokentrail.usage import REPORTED, Provenance, Source, Usage
 
 
@@ -19,10 +20,10 @@ def test_a_batch_counts_as_its_calls_one_by_one() -> None:
     other = scopes._new_scope(scopes.ScopeKind.AGENT, "judge", run, {})
     one_by_one_run = scopes._new_scope(scopes.ScopeKind.RUN, "r2", None, {})
     calls = [
-        (step, _usage(10), REPORTED, "m1", Decimal("0.1")),
+        (step, _usage(10), REPORTED, "m1", Cost(pico=10**11)),
         (other, _usage(20), REPORTED, "m1", None),
-        (step, _usage(30), Provenance(input=Source.ESTIMATED, output=Source.REPORTED), "m2", Decimal("0.2")),
-        (step, _usage(40), REPORTED, "m1", Decimal("0.3")),
+        (step, _usage(30), Provenance(input=Source.ESTIMATED, output=Source.REPORTED), "m2", Cost(pico=2 * 10**11)),
+        (step, _usage(40), REPORTED, "m1", Cost(decimal=Decimal("0.3"))),
         (other, Usage(), Provenance(), None, None),
     ]
     scopes.add_calls(calls)

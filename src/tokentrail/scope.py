@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 from msgspec.structs import astuple
 
+from tokentrail.records import PICO, Cost
 from tokentrail.usage import REPORTED, Provenance, Usage, UsageTotals, totals_row
 from tokentrail.usage import TOTAL_KEYS as _TOTAL_KEYS
 
@@ -170,7 +171,7 @@ def _notify(event: str, scope: Scope) -> None:
         listener(event, scope)
 
 
-Call = tuple["Scope", Usage, Provenance, "str | None", "Decimal | None"]
+Call = tuple["Scope", Usage, Provenance, "str | None", "Cost | None"]
 """A finished call for the live totals: (scope, usage, provenance, model, cost or ``None``)."""
 
 
@@ -220,7 +221,11 @@ def _group_sums(members: list[Call]) -> tuple[tuple[int, ...], Decimal, int]:
     # Not costs.count(None): it compares every Decimal with None (~2,000 instructions a call).
     costs = [call[4] for call in members if call[4] is not None]
     without_cost = len(members) - len(costs)
-    cost = sum(costs, _NO_COST)
+    picos = [c.pico for c in costs]
+    if None in picos:  # some priced as a Decimal (a tiered or reported price): summed as Decimals
+        cost = sum([c.amount for c in costs], _NO_COST)
+    else:  # summed as integers, one Decimal made for the group (~500 instructions a call less)
+        cost = Decimal(sum(picos)) / PICO if picos else _NO_COST
     if set(map(id, map(_PROVENANCE, members))) <= _SIMPLE:  # by identity: hashing a Struct costs more
         columns = list(zip(*map(astuple, [call[1] for call in members]), strict=True))
         if None not in columns[0] and None not in columns[1]:  # every input and output count known

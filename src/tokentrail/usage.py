@@ -40,7 +40,7 @@ def weakest(*sources: Source) -> Source:
     return max(sources, key=_SOURCE_RANK.__getitem__, default=Source.MISSING)
 
 
-class Provenance(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+class Provenance(msgspec.Struct, frozen=True, kw_only=True, gc=False, cache_hash=True):  # a ledger key: hashed per call
     """Where the input and output counts of one call came from."""
 
     input: Source = Source.MISSING

@@ -102,11 +102,11 @@ def test_reprice_recomputes_stored_costs_in_one_go(
     ledger = tmp_path / "ledger.db"
     db = connect(ledger)
     rows = [
-        call("a", "gpt-4o", cost=Cost(amount=Decimal("0.1"), price_version="genai-prices==0.0.1")),
+        call("a", "gpt-4o", cost=Cost(decimal=Decimal("0.1"), price_version="genai-prices==0.0.1")),
         call("b", "my-model", provider="local"),  # unknown until the overrides file prices it
         call("c", "mystery-model", provider="local"),  # unknown either way
         call("d", "openai/gpt-4o", provider="openrouter", raw_usage_json='{"cost":9.99}'),
-        call("e", "gpt-4o", run="r2", cost=Cost(amount=Decimal("0.1"), price_version="old")),
+        call("e", "gpt-4o", run="r2", cost=Cost(decimal=Decimal("0.1"), price_version="old")),
     ]
     db.executemany(
         f"INSERT INTO calls ({', '.join(CALL_COLUMNS)}) VALUES ({', '.join('?' * len(CALL_COLUMNS))})",

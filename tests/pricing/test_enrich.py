@@ -34,7 +34,7 @@ def openrouter_call(raw_usage: object, model: str = "openai/gpt-4o") -> CallReco
 def test_the_enricher_sets_the_cost() -> None:
     before = openai_call(flags=frozenset({Flag.TOTAL_MISMATCH}))
     after = price_record(before, None)
-    assert after.cost == Cost(amount=GPT_4O, price_version=table.price_version())
+    assert after.cost == Cost(decimal=GPT_4O, price_version=table.price_version())
     assert after.flags == before.flags
     assert after.usage is before.usage and after.id == before.id
     assert before.cost is None  # records are immutable: a new one is returned
@@ -64,7 +64,7 @@ def test_openrouter_cost_that_differs_by_more_than_1_percent_is_flagged() -> Non
 
 def test_a_reported_cost_prices_a_model_the_table_does_not_know() -> None:
     record = price_record(openrouter_call({"cost": 0.0123}, model="someone/new-model-9b"), None)
-    assert record.cost == Cost(amount=Decimal("0.0123"), price_version="reported:openrouter")
+    assert record.cost == Cost(decimal=Decimal("0.0123"), price_version="reported:openrouter")
     assert COST_MISMATCH not in record.flags
 
 

@@ -99,7 +99,7 @@ def per_mtok(tokens: int, usd: str) -> Decimal:
 def test_gpt_4o_at_openais_published_prices() -> None:
     # openai.com/api/pricing: $2.50 input, $1.25 cached input, $10.00 output per 1M tokens.
     want = per_mtok(70_000, "2.50") + per_mtok(50_000, "1.25") + per_mtok(20_000, "10.00")
-    assert pricing.price(record("openai", "gpt-4o", USAGE)) == Cost(amount=want, price_version=table.price_version())
+    assert pricing.price(record("openai", "gpt-4o", USAGE)) == Cost(decimal=want, price_version=table.price_version())
 
 
 def test_o4_mini_bills_reasoning_as_output() -> None:
@@ -153,7 +153,7 @@ def test_mistral_large_2411_at_mistrals_published_prices() -> None:
     # Mistral Large 24.11: $2 input, $6 output per 1M tokens; no cache discount, so cache reads are input.
     want = per_mtok(120_000, "2") + per_mtok(20_000, "6")
     assert pricing.price(record("mistral", "mistral-large-2411", USAGE)) == Cost(
-        amount=want, price_version=table.price_version()
+        decimal=want, price_version=table.price_version()
     )
 
 

@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tokentrail.records import CallRecord, CallSite, CallStatus, Cost
 from tokentrail.sinks import migrations, pipeline, sqlite
@@ -24,7 +26,7 @@ def record(i: int, **kw: Any) -> CallRecord:
         status=CallStatus.OK, http_status=200, attempt=1, started_ns=1_700_000_000_000_000_000 + i,
         latency_ns=1000 + i, first_token_ns=10, usage=Usage(input_tokens=10 + i, output_tokens=i, cache_read_tokens=4),
         provenance=REPORTED, raw_usage_json=f'{{"prompt_tokens":{10 + i},"completion_tokens":{i}}}', flags=frozenset(),
-        cost=Cost(amount=Decimal("0.000125"), price_version="genai-prices==1"), response_id=f"resp-{i}",
+        cost=Cost(decimal=Decimal("0.000125"), price_version="genai-prices==1"), response_id=f"resp-{i}",
         scope_id="s1", scope_id_path="r1/s1", scope_path="trial/planner", run_id="r1", run="trial",
         agent="planner", call_site=SITE, pid=42, host_name="box", tags={"seed": "7"},
     )  # fmt: skip
@@ -80,7 +82,8 @@ def test_a_batch_mixing_known_and_unknown_values_stores_each_as_it_was(tmp_path:
     count = 2 * sqlite.ROWS_PER_INSERT + 3
     records = [
         record(i, first_token_ns=None, anatomy=None, response_id=None if i % 2 else f"resp-{i}",
-               usage=Usage(input_tokens=10, output_tokens=i if i % 3 else None), cost=None if i == 4 else record(0).cost)
+               usage=Usage(input_tokens=10, output_tokens=i if i % 3 else None),
+               cost=None if i == 4 else record(0).cost)
         for i in range(count)
     ]  # fmt: skip
     sink.write(records[:1], [], 0)
@@ -181,3 +184,27 @@ def test_costs_are_stored_as_plain_decimal_text(text: str) -> None:
     from tokentrail.sinks.sqlite import decimal_text
 
     assert decimal_text(Decimal(text)) == format(Decimal(text), "f")
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.one_of(st.integers(0, 10**6), st.integers(0, 2**63 - 1), st.sampled_from([0, 1, 10**12, 15 * 10**11])))
+def test_a_cost_stored_as_pico_dollars_reads_as_its_decimal_text(pico: int) -> None:
+    # The sink stores a cost priced in integers as its pico-dollars alone; the view writes the text
+    # that decimal_text would have stored.
+    text = _MEMORY.execute(f"SELECT {migrations._COST_TEXT} FROM (SELECT ? AS cost_pico) AS r", (pico,)).fetchone()[0]
+    assert text == sqlite.decimal_text(Cost(pico=pico).amount)
+
+
+_MEMORY = sqlite3.connect(":memory:", check_same_thread=False)
+
+
+def test_the_view_shows_each_cost_as_it_was_priced(tmp_path: Path) -> None:
+    sink = SqliteSink(tmp_path / "ledger.db")
+    costs = [Cost(pico=12_345_000, price_version="v"), Cost(decimal=Decimal("0.0000123450"), price_version="v"),
+             Cost(pico=0, price_version="v"), None]  # fmt: skip
+    sink.write([record(i, cost=cost) for i, cost in enumerate(costs)], [], 0)
+    sink.close()
+    rows = stored(tmp_path / "ledger.db")
+    assert [(row["cost_usd"], row["cost_pico"]) for row in rows] == [
+        ("0.000012345", 12_345_000), ("0.0000123450", 12_345_000), ("0", 0), (None, None),
+    ]  # fmt: skip

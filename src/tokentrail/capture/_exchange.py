@@ -64,7 +64,7 @@ class Exchange:
         self.method = method
         self.host = host
         self.path = path
-        self.retry = retry_count(headers)
+        self.retry = header(headers, "x-stainless-retry-count", b"x-stainless-retry-count")
         """The SDK's ``x-stainless-retry-count`` header (openai, anthropic), if sent."""
         self.body_sent = body
         """The request body, or ``None`` when it was streamed and never held in memory."""
@@ -260,11 +260,6 @@ def header(headers: Any, name: str, key: bytes | None = None) -> str | None:
         return headers.get(name)  # type: ignore[no-any-return]
     except Exception:  # not a mapping we know
         return None
-
-
-def retry_count(headers: Any) -> str | None:
-    """The ``x-stainless-retry-count`` request header (the openai and anthropic SDKs send it)."""
-    return header(headers, "x-stainless-retry-count", b"x-stainless-retry-count")
 
 
 def media_type(headers: Any) -> str:

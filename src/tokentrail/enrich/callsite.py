@@ -89,10 +89,15 @@ def _is_skipped(module: str) -> bool:
     return False
 
 
-def capture(frame: FrameType | None = None) -> tuple[CodeType, int] | None:
+def capture_above(depth: int) -> tuple[CodeType, int] | None:
     """The code object and instruction offset (``f_lasti``) of the first frame that is not plumbing,
-    or ``None``. The offset, not the line: a frame computes its line by scanning its code's line table."""
-    frame = frame or sys._getframe(1)
+    starting ``depth`` frames above the caller's (tokentrail's own frames that are always there are
+    skipped without being looked at: each frame looked at costs a frame object), or ``None``.
+    The offset, not the line: a frame computes its line by scanning its code's line table."""
+    try:
+        frame: FrameType | None = sys._getframe(depth + 1)
+    except ValueError:  # a shallower stack than the caller expected
+        frame = sys._getframe(1)
     skip = _skip
     while frame is not None:
         code = frame.f_code
@@ -103,16 +108,6 @@ def capture(frame: FrameType | None = None) -> tuple[CodeType, int] | None:
             return code, frame.f_lasti
         frame = frame.f_back
     return None
-
-
-def capture_above(depth: int) -> tuple[CodeType, int] | None:
-    """`capture`, starting ``depth`` frames above the caller's: the frames of tokentrail's own that
-    are always there are skipped without being looked at (each frame looked at costs a frame object)."""
-    try:
-        frame = sys._getframe(depth + 1)
-    except ValueError:  # a shallower stack than the caller expected
-        frame = sys._getframe(1)
-    return capture(frame)
 
 
 @functools.lru_cache(maxsize=4096)

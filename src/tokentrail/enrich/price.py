@@ -55,7 +55,7 @@ def priced(
     reported = reported_cost(raw_usage)
     if reported is not None:
         if cost is None:
-            cost = Cost(amount=reported, price_version=f"reported:{provider}")
+            cost = Cost(decimal=reported, price_version=f"reported:{provider}")
         elif abs(cost.amount - reported) > TOLERANCE * max(cost.amount, reported):
             flags = flags | {COST_MISMATCH}
     return cost, flags

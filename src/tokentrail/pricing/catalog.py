@@ -26,7 +26,6 @@ _unknown_logged: set[tuple[str, str | None]] = set()
 _fixed: dict[tuple[str, str | None, str | None], tuple[PicoRates, str]] = {}
 """The same keys, for models whose rates do not change with time and that integers price exactly:
 (pico-dollars per token, price version). The per-call path: one lookup, integer arithmetic."""
-PICO = Decimal(10) ** 12
 
 
 def configure(prices: str | os.PathLike[str] | None = None) -> _overrides.Overrides:
@@ -154,12 +153,12 @@ def price_of(
     if fixed is not None:  # the common case: one lookup, integers, several times cheaper than Decimal
         pico = pico_total(fixed[0], usage)
         if pico is not None:
-            return Cost(amount=Decimal(pico) / PICO, price_version=fixed[1], pico=pico)
+            return Cost(pico=pico, price_version=fixed[1])
     rates_ = _rates(provider, model, requested, started_ns)
     if rates_ is None:
         return None
     total = amount(rates_, usage, cache_write_1h_tokens=_cache_write_1h(raw_usage, api))
-    return None if total is None else Cost(amount=total, price_version=rates_.source)
+    return None if total is None else Cost(decimal=total, price_version=rates_.source)
 
 
 def _cache_write_1h(raw: Any, api: str) -> int | None:

@@ -141,11 +141,18 @@ ROW_COLUMNS = (
     "response_id anatomy"
 ).split()
 """What is each call's own: one ``call_rows`` row per HTTP attempt."""
+_COST_TEXT = (
+    "CASE WHEN r.cost_pico IS NULL THEN NULL ELSE rtrim(rtrim(printf('%d.%012d',"
+    " r.cost_pico / 1000000000000, r.cost_pico % 1000000000000), '0'), '.') END"
+)
+"""``format(Decimal(cost_pico) / 10**12, "f")`` in SQL (NULL for a NULL ``cost_pico``): the text of a
+cost the sink stored as its integer alone."""
 _VIEW_COLUMNS = {
     **{c: f"x.{c}" for c in CONTEXT_COLUMNS},
     **{c: f"p.{c}" for c in PLACE_COLUMNS},
     **{c: f"r.{c}" for c in ROW_COLUMNS if c not in ("context_id", "place_id")},
     "total_tokens": "r.input_tokens + r.output_tokens",
+    "cost_usd": "COALESCE(r.cost_usd, " + _COST_TEXT + ")",
 }
 V1_COLUMNS = (
     "id run_id run scope_id scope_id_path scope_path agent step tool api provider host endpoint "
@@ -159,6 +166,37 @@ V1_COLUMNS = (
 
 def _key(columns: list[str]) -> str:
     return "json_array(" + ", ".join(f"NEW.{c}" for c in columns) + ")"
+
+
+def _calls_view() -> list[str]:
+    """The ``calls`` view over the three tables, and its trigger that stores an ``INSERT INTO calls``."""
+    return [
+        f"""
+        CREATE VIEW calls AS SELECT {", ".join(f"{_VIEW_COLUMNS[c]} AS {c}" for c in V1_COLUMNS)},
+            r.rowid AS row_id
+            FROM call_rows r JOIN call_contexts x ON x.id = r.context_id JOIN call_places p ON p.id = r.place_id""",
+        f"""
+        CREATE TRIGGER calls_insert INSTEAD OF INSERT ON calls BEGIN
+            INSERT OR IGNORE INTO call_contexts (key, {", ".join(CONTEXT_COLUMNS)})
+                VALUES ({_key(CONTEXT_COLUMNS)}, {", ".join(f"NEW.{c}" for c in CONTEXT_COLUMNS)});
+            INSERT OR IGNORE INTO call_places (key, {", ".join(PLACE_COLUMNS)})
+                VALUES ({_key(PLACE_COLUMNS)}, {", ".join(f"NEW.{c}" for c in PLACE_COLUMNS)});
+            INSERT INTO call_rows ({", ".join(ROW_COLUMNS)}) VALUES (
+                {
+            ", ".join(
+                f"(SELECT id FROM call_contexts WHERE key = {_key(CONTEXT_COLUMNS)})"
+                if c == "context_id"
+                else f"(SELECT id FROM call_places WHERE key = {_key(PLACE_COLUMNS)})"
+                if c == "place_id"
+                else "COALESCE(NEW.flags, '')"
+                if c == "flags"
+                else f"NEW.{c}"
+                for c in ROW_COLUMNS
+            )
+        }
+            );
+        END""",
+    ]
 
 
 @migration
@@ -213,35 +251,20 @@ def m005_normalized_calls(db: sqlite3.Connection) -> None:
         )""",
         "CREATE INDEX call_rows_place ON call_rows(place_id)",
         "CREATE INDEX call_rows_started ON call_rows(started_ns)",
-        f"""
-        CREATE VIEW calls AS SELECT {", ".join(f"{_VIEW_COLUMNS[c]} AS {c}" for c in V1_COLUMNS)},
-            r.rowid AS row_id
-            FROM call_rows r JOIN call_contexts x ON x.id = r.context_id JOIN call_places p ON p.id = r.place_id""",
-        f"""
-        CREATE TRIGGER calls_insert INSTEAD OF INSERT ON calls BEGIN
-            INSERT OR IGNORE INTO call_contexts (key, {", ".join(CONTEXT_COLUMNS)})
-                VALUES ({_key(CONTEXT_COLUMNS)}, {", ".join(f"NEW.{c}" for c in CONTEXT_COLUMNS)});
-            INSERT OR IGNORE INTO call_places (key, {", ".join(PLACE_COLUMNS)})
-                VALUES ({_key(PLACE_COLUMNS)}, {", ".join(f"NEW.{c}" for c in PLACE_COLUMNS)});
-            INSERT INTO call_rows ({", ".join(ROW_COLUMNS)}) VALUES (
-                {
-            ", ".join(
-                f"(SELECT id FROM call_contexts WHERE key = {_key(CONTEXT_COLUMNS)})"
-                if c == "context_id"
-                else f"(SELECT id FROM call_places WHERE key = {_key(PLACE_COLUMNS)})"
-                if c == "place_id"
-                else "COALESCE(NEW.flags, '')"
-                if c == "flags"
-                else f"NEW.{c}"
-                for c in ROW_COLUMNS
-            )
-        }
-            );
-        END""",
+        *_calls_view(),
         f"INSERT INTO calls ({', '.join(V1_COLUMNS)}) SELECT {', '.join(V1_COLUMNS)} FROM calls_v1 ORDER BY rowid",
         "DROP TABLE calls_v1",
     ]
     for statement in statements:  # not _script(): the trigger's body holds semicolons
+        db.execute(statement)
+
+
+@migration
+def m006_cost_text_from_pico(db: sqlite3.Connection) -> None:
+    # A cost priced by the integer path is stored as its pico-dollars alone (cost_usd NULL): the
+    # view writes its text. Rows stored with the text keep it. Dropping the view drops its trigger.
+    db.execute("DROP VIEW calls")
+    for statement in _calls_view():
         db.execute(statement)
 
 

@@ -152,8 +152,7 @@ def process_pending() -> None:
                 if record is None:
                     record = fallback_record(item)
                 _ready.append(record)
-            finished.append((item.scope, record.usage, record.provenance, record.model,
-                             None if record.cost is None else record.cost.amount))  # fmt: skip
+            finished.append((item.scope, record.usage, record.provenance, record.model, record.cost))
             records.append(record)
         try:  # once per round: calls summed per (scope, model), each sum added up the scope tree
             add_calls(finished)
@@ -288,7 +287,7 @@ def build(exchange: Exchange) -> CallRecord:
         status_code, error, _attempt(exchange, status is CallStatus.OK), started_ns, t_end - exchange.t0,
         None if exchange.t_first is None else exchange.t_first - exchange.t0, usage, result.provenance,
         result.usage_json or raw_usage_json(result.raw_usage), cost, flags, result.response_id, resolve(exchange.site),
-        *_where_from(exchange.scope), anatomy,
+        *(_places.get(exchange.scope) or _where_from(exchange.scope)), anatomy,
     )  # fmt: skip
 
 

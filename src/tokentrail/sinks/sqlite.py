@@ -14,7 +14,7 @@ from pathlib import Path
 import msgspec
 
 from tokentrail.errors import StoreError
-from tokentrail.records import CallRecord, Cost
+from tokentrail.records import PICO, CallRecord, Cost
 from tokentrail.sinks.migrations import CONTEXT_COLUMNS, PLACE_COLUMNS, ROW_COLUMNS, V1_COLUMNS, migrate
 from tokentrail.sinks.pipeline import _HOST, ScopeEvent
 
@@ -58,7 +58,8 @@ def connect(path: str | os.PathLike[str], *, readonly: bool = False) -> sqlite3.
 
 
 def context_key(r: CallRecord) -> tuple[object, ...]:
-    """What ``r`` shares with other calls, as a hashable key (cheap: no conversions)."""
+    """What ``r`` shares with other calls, as a hashable key (cheap: no conversions; not an
+    attrgetter, whose generic attribute lookups cost more than the bytecode's cached ones)."""
     return (r.api, r.provider, r.host, r.endpoint, r.requested_model, r.model, r.stream, r.status,
             r.http_status, r.error, r.provenance, r.call_site, r.pid, r.host_name)  # fmt: skip
 
@@ -86,8 +87,9 @@ def own_values(r: CallRecord, context_id: int, place_id: int) -> tuple[object, .
     return (
         r.id, context_id, place_id, r.attempt, r.started_ns, r.latency_ns, r.first_token_ns,
         u.input_tokens, u.output_tokens, u.cache_read_tokens, u.cache_write_tokens, u.reasoning_tokens,
-        r.raw_usage_json, None if cost is None else decimal_text(cost.amount),
-        _pico_of(cost), None if cost is None else cost.price_version,
+        r.raw_usage_json, None if cost is None or cost.decimal is None else decimal_text(cost.decimal),
+        None if cost is None else cost.pico if cost.pico is not None else pico(cost.decimal),
+        None if cost is None else cost.price_version,
         ",".join(sorted(r.flags)) if r.flags else "", r.response_id,
         None if r.anatomy is None else json.dumps(r.anatomy),
     )  # fmt: skip
@@ -108,18 +110,9 @@ def decimal_text(amount: Decimal) -> str:
     return format(amount, "f") if "E" in text else text
 
 
-def _pico_of(cost: Cost | None) -> int | None:
-    if cost is None:
-        return None
-    return cost.pico if cost.pico is not None else pico(cost.amount)
-
-
 def pico(amount: Decimal | None) -> int | None:
     """USD as integer pico-dollars (exact for every price the table holds), for sums in SQL."""
     return None if amount is None else int((amount * PICO).to_integral_value())
-
-
-PICO = Decimal(10) ** 12
 
 
 class SqliteSink:
