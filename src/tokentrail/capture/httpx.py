@@ -13,20 +13,13 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-from tokentrail._guard import SUPPRESSED, failed, guard, suppressed
+from tokentrail._guard import SUPPRESSED, failed, guard
 from tokentrail.capture import _exchange, inject
 from tokentrail.capture.streams import filter_classes, stream_classes
 from tokentrail.wire._base import StreamOutcome
 
 MODULES = ("httpx", "httpx2")
 _SENTINEL = "__tokentrail_original__"
-
-
-def _body(request: Any) -> bytes | None:
-    try:
-        return request.content  # type: ignore[no-any-return]
-    except Exception:  # RequestNotRead: a streamed upload we must not consume
-        return None
 
 
 def _attach(
@@ -69,17 +62,19 @@ def _begin(request: Any, library: str) -> _exchange.Exchange | None:
     """The exchange of an LLM API request, or None (not one, or tokentrail failed: the call goes as is)."""
     try:  # not guard(): a bare try costs nothing until it raises, on every call of the hot path
         host, path = _host_and_path(request.url)
+        try:
+            body = request.content
+        except Exception:  # RequestNotRead: a streamed upload we must not consume
+            body = None
         # own_frames=2: this function and the hook's send(), sync or async
-        return _exchange.start(request.method, host, path, request.headers, _body(request), library, 2)
+        return _exchange.start(request.method, host, path, request.headers, body, library, 2)
     except Exception as exc:
         failed("capture.start", exc)
         return None
 
 
-def _injected(module: ModuleType, request: Any, exchange: _exchange.Exchange, stream: bool) -> Any:
-    """The request with usage asked for (``stream_usage="inject"``), or None to send it as is."""
-    if inject.mode is None or not stream:
-        return None
+def _injected(module: ModuleType, request: Any, exchange: _exchange.Exchange) -> Any:
+    """The streamed request with usage asked for (``stream_usage="inject"``), or None to send it as is."""
     with guard("inject.prepare"):
         body = inject.injected_body(exchange.parser.api, _where(request), exchange.body_sent)
         return None if body is None else inject.rebuild(module, request, body)
@@ -91,9 +86,9 @@ def _where(request: Any) -> tuple[str, int | None, str]:
     return (url.host, url.port, url.path)
 
 
-def _rejected(response: Any, injected: Any, request: Any) -> bool:
+def _rejected(response: Any, request: Any) -> bool:
     """True when the endpoint refused the injected option: the original request must go instead."""
-    if injected is None or response.status_code not in inject.REJECTED_STATUSES:
+    if response.status_code not in inject.REJECTED_STATUSES:
         return False
     inject.rejected(_where(request))
     return True
@@ -121,14 +116,14 @@ def _sync_send(original: Callable[..., Any], module: ModuleType) -> Callable[...
     library = module.__name__
 
     def send(self: Any, request: Any, *, stream: bool = False, **kwargs: Any) -> Any:
-        exchange = None if suppressed() else _begin(request, library)
+        exchange = None if SUPPRESSED.get() else _begin(request, library)
         if exchange is None:
             return original(self, request, stream=stream, **kwargs)
-        injected = _injected(module, request, exchange, stream)
+        injected = _injected(module, request, exchange) if stream and inject.mode is not None else None
         token = SUPPRESSED.set(True)
         try:
             response = original(self, request if injected is None else injected, stream=stream, **kwargs)
-            if _rejected(response, injected, request):
+            if injected is not None and _rejected(response, request):
                 response.close()
                 injected = None
                 response = original(self, request, stream=stream, **kwargs)
@@ -148,14 +143,14 @@ def _async_send(original: Callable[..., Any], module: ModuleType) -> Callable[..
     library = module.__name__
 
     async def send(self: Any, request: Any, *, stream: bool = False, **kwargs: Any) -> Any:
-        exchange = None if suppressed() else _begin(request, library)
+        exchange = None if SUPPRESSED.get() else _begin(request, library)
         if exchange is None:
             return await original(self, request, stream=stream, **kwargs)
-        injected = _injected(module, request, exchange, stream)
+        injected = _injected(module, request, exchange) if stream and inject.mode is not None else None
         token = SUPPRESSED.set(True)
         try:
             response = await original(self, request if injected is None else injected, stream=stream, **kwargs)
-            if _rejected(response, injected, request):
+            if injected is not None and _rejected(response, request):
                 await response.aclose()
                 injected = None
                 response = await original(self, request, stream=stream, **kwargs)

@@ -395,8 +395,7 @@ class ChatCompletions:
     def matches(self, method: str, path: str) -> bool:
         return path.endswith(self._suffix)
 
-    def parse_request(self, body: bytes) -> RequestInfo:
-        return request_info(body)
+    parse_request = staticmethod(request_info)  # not a method calling it: one call a record less
 
     def parse(self, body: bytes) -> ParsedCall:
         return fast_parse(body) or self.parse_general(body)
