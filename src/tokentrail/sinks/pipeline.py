@@ -131,7 +131,7 @@ def process_pending() -> None:
         records: list[CallRecord] = []
         while _pending:
             item = _pending.popleft()
-            if isinstance(item, ScopeEvent):
+            if type(item) is ScopeEvent:
                 if item[0] == "open":
                     _announced.add(item[1].id)
                 _ready.append(item)
