@@ -174,11 +174,13 @@ _LOW_BITS = (1 << 64) - 1
 _serial = itertools.count(_rand.getrandbits(64))
 
 
-def new_id() -> str:
-    """A 32-hex-digit id that sorts by creation time: nanoseconds, then 64 bits counted up from a
-    random start per process (unique within the process; a serial costs a third of fresh random bits)."""
+def new_id(at_ns: int | None = None) -> str:
+    """A 32-hex-digit id that sorts by time (``at_ns``, wall-clock nanoseconds, else now), then by
+    64 bits counted up from a random start per process (unique within the process; a serial costs
+    a third of fresh random bits)."""
     # One int's 16 bytes as hex: the same digits as two formatted fields, at 0.2 µs instead of 0.5.
-    return ((time.time_ns() << 64) | (next(_serial) & _LOW_BITS)).to_bytes(16, "big").hex()
+    ns = time.time_ns() if at_ns is None else at_ns
+    return ((ns << 64) | (next(_serial) & _LOW_BITS)).to_bytes(16, "big").hex()
 
 
 def _reseed() -> None:

@@ -286,7 +286,7 @@ def build(exchange: Exchange) -> CallRecord:
     attempt = 1 if ok and exchange.retry is None and not _failures else _attempt(exchange, ok)
     # By position, in `CallRecord`'s field order (`_BUILT_FIELDS`): keywords cost ~1 µs a call.
     return CallRecord(
-        new_id(), parser.api, provider, exchange.host, exchange.path, info.model, model, info.stream, status,
+        new_id(started_ns), parser.api, provider, exchange.host, exchange.path, info.model, model, info.stream, status,
         status_code, error, attempt, started_ns, t_end - exchange.t0,
         None if exchange.t_first is None else exchange.t_first - exchange.t0, usage, result.provenance,
         result.usage_json or raw_usage_json(result.raw_usage), cost, flags, result.response_id, resolve(exchange.site),
