@@ -310,12 +310,9 @@ _decode_fast: Callable[[bytes], Any] | None = None
 _decode_json = json.JSONDecoder().decode
 
 
-class _Request(msgspec.Struct, gc=False):
-    model: str | None = None
-    stream: bool | None = None
-
-
-_decode_request = msgspec.json.Decoder(_Request).decode
+_decode_request = msgspec.json.Decoder(RequestInfo).decode
+"""A request body decoded straight into its `RequestInfo`: a ``stream`` that is no bool (``null``)
+fails it, and the general way reads it as not streamed, as before."""
 
 
 def request_info(body: bytes) -> RequestInfo:
@@ -324,11 +321,9 @@ def request_info(body: bytes) -> RequestInfo:
         return RequestInfo()
     if len(body) <= SMALL_BODY:
         try:  # typed: built in C; any other shape (a model that is no string, NaN…) takes the general way
-            request = _decode_request(body)
+            return _decode_request(body)  # type: ignore[no-any-return]
         except (msgspec.ValidationError, msgspec.DecodeError):
             pass
-        else:
-            return request_of(request.model, request.stream is True)
     fields = top_level(body, "model", "stream")
     model = fields.get("model")
     return request_of(model if isinstance(model, str) else None, fields.get("stream") is True)
