@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from decimal import Decimal
 from typing import Any
 
 from tokentrail.errors import ConfigError

@@ -15,7 +15,7 @@ from decimal import Decimal
 from typing import Any
 
 from tokentrail.errors import ConfigError
-from tokentrail.sinks.sqlite import PICO
+from tokentrail.records import PICO
 from tokentrail.usage import TOKEN_FIELDS, Usage, UsageTotals
 
 DIMENSIONS: dict[str, str] = {

@@ -172,8 +172,9 @@ def fallback_record(exchange: Exchange) -> CallRecord:
     else:
         status = CallStatus.OK if code < 400 else CallStatus.HTTP_ERROR
     t_end = exchange.t_end or exchange.t0
+    started_ns = exchange.t0 + _wall_offset
     return CallRecord(
-        id=new_id(),
+        id=new_id(started_ns),
         api=exchange.parser.api,
         provider=provider_for(exchange.host, exchange.parser.api),
         host=exchange.host,
@@ -181,7 +182,7 @@ def fallback_record(exchange: Exchange) -> CallRecord:
         stream=exchange.streamed,
         status=status,
         http_status=code,
-        started_ns=exchange.t0 + _wall_offset,
+        started_ns=started_ns,
         latency_ns=t_end - exchange.t0,
         flags=frozenset({Flag.UNPARSED}),
         **dict(zip(_PLACE_FIELDS, _where_from(exchange.scope), strict=True)),
@@ -298,16 +299,16 @@ def _traits(parser: Any) -> tuple[Any, Any, Any]:
     """A family's optional steps, bound to ``parser``: ``request_from_path`` (Gemini and Bedrock name
     the model in the path), ``usage_from_headers`` (Bedrock InvokeModel), ``refine`` (the quirks of
     OpenAI-compatible servers); ``None`` for each it lacks. Looked up once per parser: a missing
-    attribute costs an AttributeError inside ``getattr`` on every call."""
-    found = _parser_traits.get(parser)  # parsers hash by identity (or, a frozen dataclass, by value)
-    if found is None:
-        found = _parser_traits[parser] = tuple(  # type: ignore[assignment]
-            getattr(parser, name, None) for name in ("request_from_path", "usage_from_headers", "refine")
-        )
+    attribute costs an AttributeError inside ``getattr`` on every call: `build` finds them in
+    `_parser_traits` and calls this only for a parser it has not seen."""
+    found = _parser_traits[parser] = tuple(  # type: ignore[assignment]
+        getattr(parser, name, None) for name in ("request_from_path", "usage_from_headers", "refine")
+    )
     return found  # type: ignore[return-value]
 
 
 _parser_traits: dict[Any, tuple[Any, Any, Any]] = {}
+"""`_traits` by parser (parsers hash by identity, or a frozen dataclass by value)."""
 
 
 _HTTP_ERROR = frozenset({Flag.HTTP_ERROR})

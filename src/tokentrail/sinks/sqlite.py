@@ -14,7 +14,7 @@ from pathlib import Path
 import msgspec
 
 from tokentrail.errors import StoreError
-from tokentrail.records import PICO, CallRecord, Cost
+from tokentrail.records import PICO, CallRecord
 from tokentrail.sinks.migrations import CONTEXT_COLUMNS, PLACE_COLUMNS, ROW_COLUMNS, V1_COLUMNS, migrate
 from tokentrail.sinks.pipeline import _HOST, ScopeEvent
 
