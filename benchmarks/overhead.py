@@ -11,6 +11,7 @@ The method is /work/shared/BENCHMARKING.md's (see docs/performance.md):
   (``tokentrail.sinks.pipeline.interval``, 0.2 s);
 - the figure is the median of the paired differences per call, with its interquartile range; A/A pairs
   (off/off, the same code) give the noise floor, printed beside it;
+- rows 5s and 6s run BENCHMARKING.md's sketch (benchmarks/_sketch.py) on rows 5 and 6: the bar to beat;
 - after the run the ledger is opened and every call made while on must be there, with the tokens the
   mock reported. The script exits 1 when it is not.
 
@@ -48,6 +49,7 @@ import httpx2
 import openai
 
 import tokentrail
+from _sketch import SketchToggle
 from tokentrail.sinks import pipeline
 
 MODEL = "gpt-4o-mini"
@@ -365,6 +367,8 @@ def all_rows() -> list[Row]:
             usage_seen=GEMINI_TOKENS),
         Row("1o", "peer: OTel openai-v2 on row 1", _sdk_sync(False), stream=False, peer="otel"),
         Row("2o", "peer: OTel openai-v2 on row 2", _sdk_sync(True), stream=True, peer="otel"),
+        Row("5s", "bar: BENCHMARKING.md's sketch on row 5", _raw(httpx2, False), stream=False, peer="sketch"),
+        Row("6s", "bar: BENCHMARKING.md's sketch on row 6", _raw(httpx2, True), stream=True, peer="sketch"),
     ]
 
 
@@ -479,6 +483,7 @@ class Bench:
         self.loop = asyncio.new_event_loop()
         self.tokentrail = TokentrailToggle(db)
         self.otel: OtelToggle | None = None
+        self.sketch: SketchToggle | None = None
         self.rows_by_key: dict[str, Row] = {}
         self._sim: Any = None
 
@@ -559,6 +564,11 @@ class Bench:
                     return
                 self.otel = OtelToggle()
             self.measure(row, self.otel)
+            return
+        if row.peer == "sketch":
+            if self.sketch is None:
+                self.sketch = SketchToggle(httpx2, self.db.with_name(self.db.name + ".sketch"))
+            self.measure(row, self.sketch)
             return
         with tokentrail.run(f"bench-{row.key}"):
             self.measure(row, self.tokentrail)
@@ -652,7 +662,7 @@ class Proof:
         return self.found == self.expected and not self.problems
 
 
-def verify(rows: list[Row], db: Path, otel: OtelToggle | None) -> Proof:
+def verify(rows: list[Row], db: Path, otel: OtelToggle | None, sketch: SketchToggle | None = None) -> Proof:
     """Every call made while on is in the ledger, with the reported tokens; none made while off."""
     problems: list[str] = []
     found = expected = 0
@@ -691,6 +701,13 @@ def verify(rows: list[Row], db: Path, otel: OtelToggle | None) -> Proof:
         expected += calls
         if otel.spans != calls or otel.spans_with_usage != calls:
             problems.append(f"OTel: {otel.spans} spans ({otel.spans_with_usage} with usage) for {calls} calls")
+    if sketch is not None:
+        calls = sum(r.calls_on for r in rows if r.peer == "sketch")
+        total, right = sketch.rows_with(EXPECTED_TOKENS)
+        found += total
+        expected += calls
+        if total != calls or right != calls:
+            problems.append(f"sketch: {total} rows ({right} with the expected tokens) for {calls} calls")
     return Proof(found, expected, problems)
 
 
@@ -774,7 +791,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small N and few pairs: a smoke test under 60 s")
     parser.add_argument("--pairs", type=int, default=None, help="A/B pairs per row (each with an A/A pair); default 16, 4 with --quick")
-    parser.add_argument("--rows", default=None, help="rows to run, e.g. 1,2,5 (peer rows: 1o,2o); default all")
+    parser.add_argument(
+        "--rows", default=None, help="rows to run, e.g. 1,2,5 (peer rows: 1o,2o; the sketch: 5s,6s); default all"
+    )
     parser.add_argument("--block-seconds", dest="block_s", type=float, default=None,
                         help="target block length; default the writer's interval (0.2 s), 0.03 with --quick")  # fmt: skip
     parser.add_argument("--db", type=Path, default=None, help="keep the ledger here (default: a temporary file)")
@@ -831,7 +850,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             tokentrail.uninstrument()
             bench.close()
-        proof = verify(rows, db, bench.otel)
+        proof = verify(rows, db, bench.otel, bench.sketch)
         elapsed = time.perf_counter() - started
 
     results = [summarize(r) for r in rows]
