@@ -47,9 +47,9 @@ from typing import Any
 import httpx
 import httpx2
 import openai
+from _sketch import SketchToggle
 
 import tokentrail
-from _sketch import SketchToggle
 from tokentrail.sinks import pipeline
 
 MODEL = "gpt-4o-mini"
