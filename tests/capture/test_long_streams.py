@@ -60,7 +60,7 @@ def read(chunks: list[bytes], stop_after: int | None = None) -> list[bytes]:
     return seen
 
 
-@pytest.mark.parametrize("n", [0, 1, 61, 62, 63, 126, 200])
+@pytest.mark.parametrize("n", [0, 1, 61, 62, 63, 64, 65, 126, 127, 128, 129, 200])  # around streams.CHECK_EVERY
 def test_every_chunk_passes_and_the_usage_is_recorded(db: Path, n: int) -> None:
     chunks = events(n)
     with tokentrail.run(f"long-{n}"):

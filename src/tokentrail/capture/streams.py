@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Iterator
+from itertools import islice
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +19,10 @@ from tokentrail.wire._base import StreamOutcome, StreamParser
 
 if TYPE_CHECKING:
     from tokentrail.capture._exchange import Exchange
+
+CHECK_EVERY = 64
+"""A sync wrapper adds up the kept chunks' size once per this many: a stream holds at most
+``Deferred.LIMIT`` bytes plus this many chunks before it is parsed as it passes."""
 
 _classes: dict[str, tuple[type, type]] = {}
 _filters: dict[str, tuple[type, type]] = {}
@@ -93,10 +98,14 @@ def stream_classes(module: ModuleType) -> tuple[type, type]:
                         yield chunk
                         break
                     append, size, limit = kept.append, sum(map(len, kept)), Deferred.LIMIT
-                    for chunk in chunks:
-                        append(chunk)
-                        size += len(chunk)
-                        yield chunk
+                    while True:  # the size is added up per CHECK_EVERY chunks: per chunk it cost a third
+                        before = len(kept)
+                        for chunk in islice(chunks, CHECK_EVERY):
+                            append(chunk)
+                            yield chunk
+                        if len(kept) - before < CHECK_EVERY:  # the stream ended
+                            break
+                        size += sum(map(len, kept[before:]))
                         if size > limit:  # a long stream: from here on, parsed as it passes
                             try:
                                 self._parser.overflow()  # type: ignore[attr-defined]
