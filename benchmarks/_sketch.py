@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -86,8 +87,8 @@ class SketchToggle:
         self._drain(commit=True)
 
     def _loop(self) -> None:
-        stop = threading.Event()
-        while not stop.wait(INTERVAL_S):
+        while True:
+            time.sleep(INTERVAL_S)
             self._drain(commit=False)
 
     def _drain(self, commit: bool) -> None:

@@ -21,7 +21,7 @@ import httpx
 import openai
 
 sys.path.insert(0, str(Path(__file__).parent))
-import overhead  # noqa: E402
+import overhead
 
 BLOCKS, CALLS = 7, 300
 
@@ -40,8 +40,9 @@ def main() -> int:
             create(model=overhead.MODEL, messages=overhead.MESSAGES)
         blocks.append((time.process_time() - started) / CALLS * 1e6)
     median = statistics.median(blocks)
+    spread = f"{min(blocks):,.0f} … {max(blocks):,.0f}; {BLOCKS} blocks of {CALLS}"
     print(f"openai {openai.__version__}, httpx {httpx.__version__}: raw create over MockTransport, "
-          f"median {median:,.0f} µs of CPU ({min(blocks):,.0f} … {max(blocks):,.0f}; {BLOCKS} blocks of {CALLS})")  # fmt: skip
+          f"median {median:,.0f} µs of CPU ({spread})")  # fmt: skip
     print(f"≈ {median / 900:.2f}× the time on the goals' machine kind (~800–1,000 µs there)")
     return 0
 

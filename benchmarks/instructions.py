@@ -32,69 +32,49 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
 
 
 def child(row_key: str, n: int, db: str) -> None:
-    """Run the phases of a row with n calls each, a count dumped at each ``os.getppid()``."""
+    """Run the phases of a row with n calls each, a count dumped at each ``os.getppid()``. For
+    BENCHMARKING.md's sketch (rows 5s, 6s) its drain (parse and SQLite) is "process", "write" is empty."""
     sys.path.insert(0, str(Path(__file__).parent))
+    import _sketch
+    import httpx2
     import overhead
 
     import tokentrail
     from tokentrail.sinks import pipeline
 
-    pipeline.interval = 3600.0  # the writer waits an hour: processing and writing run here, when told
     row = next(r for r in overhead.all_rows() if r.key == row_key)
     run = row.make(overhead.Bench(argparse.Namespace(), Path(db)))
     if row.peer == "sketch":
-        sketch_child(run, n, db)
-    tokentrail.instrument(db)
+        _sketch.INTERVAL_S = 3600.0  # its writer waits an hour too
+        sketch = _sketch.SketchToggle(httpx2, db + ".sketch")
+        on, off, flush = sketch.on, sketch.off, sketch.flush
+        process, write = sketch.flush, lambda: None
+    else:
+        pipeline.interval = 3600.0  # the writer waits an hour: processing and writing run here, when told
+        on, off, flush = (lambda: tokentrail.instrument(db)), tokentrail.uninstrument, tokentrail.flush
+        process, write = pipeline.process_pending, pipeline.write_ready
+    on()
     run(max(200, n // 5))
-    tokentrail.flush()
-    tokentrail.uninstrument()
+    flush()
+    off()
     run(50)
     os.getppid()
     run(n)  # off
     os.getppid()
-    tokentrail.instrument(db)
+    on()
     run(50)
-    tokentrail.flush()
+    flush()
     os.getppid()
     run(n)  # caller
     os.getppid()
-    pipeline.process_pending()
+    process()
     os.getppid()
-    pipeline.write_ready()
+    write()
     os.getppid()
     os._exit(0)  # without the exit-time flush
-
-
-def sketch_child(run: Any, n: int, db: str) -> None:
-    """`child` for BENCHMARKING.md's sketch (rows 5s, 6s): its drain (parse and SQLite) counts as
-    "process", and "write" is empty."""
-    import _sketch
-    import httpx2
-
-    _sketch.INTERVAL_S = 3600.0
-    sketch = _sketch.SketchToggle(httpx2, db + ".sketch")
-    sketch.on()
-    run(max(200, n // 5))
-    sketch.flush()
-    sketch.off()
-    run(50)
-    os.getppid()
-    run(n)  # off
-    os.getppid()
-    sketch.on()
-    run(50)
-    sketch.flush()
-    os.getppid()
-    run(n)  # caller
-    os.getppid()
-    sketch.flush()
-    os.getppid()
-    os.getppid()
-    os._exit(0)
 
 
 def per_call(row: str, n: int) -> dict[str, float]:
