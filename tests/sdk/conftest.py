@@ -103,15 +103,13 @@ def db(db: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
     """The shared ledger fixture, plus: aiohttp/requests/botocore hooked, the HTTP library of every
     captured exchange noted, and the records' sources kept for docs/support.json."""
     libraries: list[str] = []
-    start = _exchange.start
+    init = _exchange.Exchange.__init__
 
-    def noting_start(method: str, host: str, path: str, headers: Any, body: Any, library: str, *own: int) -> Any:
-        exchange = start(method, host, path, headers, body, library, *own)
-        if exchange is not None:
-            libraries.append(library)
-        return exchange
+    def noting_init(exchange: _exchange.Exchange, route: Any, headers: Any, body: Any, library: str, *own: int) -> None:
+        init(exchange, route, headers, body, library, *own)
+        libraries.append(library)
 
-    monkeypatch.setattr(_exchange, "start", noting_start)
+    monkeypatch.setattr(_exchange.Exchange, "__init__", noting_init)
     present = [name for name in EXTRA_CAPTURE if importlib.util.find_spec(name) is not None]
     for name in present:
         importlib.import_module(name)  # imported first, so instrument() would hook it right now

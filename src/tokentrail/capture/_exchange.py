@@ -32,10 +32,10 @@ class Exchange:
         "error",
         "host",
         "library",
-        "method",
         "outcome",
         "parser",
         "path",
+        "reads_headers",
         "response_headers",
         "result",
         "retry",
@@ -49,21 +49,8 @@ class Exchange:
         "t_first",
     )
 
-    def __init__(
-        self,
-        parser: WireParser,
-        method: str,
-        host: str,
-        path: str,
-        headers: Any,
-        body: bytes | None,
-        library: str,
-        own_frames: int = 0,
-    ) -> None:
-        self.parser = parser
-        self.method = method
-        self.host = host
-        self.path = path
+    def __init__(self, route: Route, headers: Any, body: bytes | None, library: str, own_frames: int = 0) -> None:
+        self.parser, self.host, self.path, self.reads_headers = route
         self.retry = header(headers, "x-stainless-retry-count", b"x-stainless-retry-count")
         """The SDK's ``x-stainless-retry-count`` header (openai, anthropic), if sent."""
         self.body_sent = body
@@ -71,9 +58,9 @@ class Exchange:
         self.library = library
         # The scope is taken when the request leaves, not when the record is finished: a stream
         # drained in another task still belongs to the code that sent it.
-        self.scope = _scope.current_scope()
-        # Above this frame, start()'s and the hook's own: each frame looked at costs a frame object.
-        self.site = callsite.capture_above(2 + own_frames)
+        self.scope = _scope._current.get() or _scope.default_run()
+        # Above this frame and the hook's own: each frame looked at costs a frame object.
+        self.site = callsite.capture_above(1 + own_frames)
         self.t0 = time.perf_counter_ns()
         """When it was sent (``perf_counter_ns``; the pipeline turns it into wall-clock time)."""
         self.t_first: int | None = None
@@ -93,7 +80,7 @@ class Exchange:
         """The response body was read whole by the HTTP library."""
         self.t_end = time.perf_counter_ns()
         self.status_code, self.body = status_code, body
-        if _reads_headers(self.parser):
+        if self.reads_headers:
             self.response_headers = headers
         pipeline.submit(self)
 
@@ -106,7 +93,7 @@ class Exchange:
     def stream_started(self, status_code: int, headers: Any) -> StreamParser:
         """The response is being streamed; returns what to feed its chunks to (cheaply: see `Deferred`)."""
         self.status_code = status_code
-        if _reads_headers(self.parser):
+        if self.reads_headers:
             self.response_headers = headers
         self.streamed = True
         return Deferred(self.parser, media_type(headers))
@@ -229,18 +216,6 @@ def record_failure(exchange: Exchange, error: BaseException) -> None:
         exchange.failed(error)
 
 
-_READS_HEADERS: dict[type, bool] = {}
-
-
-def _reads_headers(parser: WireParser) -> bool:
-    """Whether the family reads usage from response headers (Bedrock InvokeModel); once per type."""
-    kind = type(parser)
-    found = _READS_HEADERS.get(kind)
-    if found is None:
-        found = _READS_HEADERS[kind] = hasattr(parser, "usage_from_headers")
-    return found
-
-
 def header(headers: Any, name: str, key: bytes | None = None) -> str | None:
     """A header's value from any HTTP library's headers (``name`` in lower case; ``key``, the same
     as latin-1 bytes, saves encoding it), or ``None``."""
@@ -275,12 +250,36 @@ def media_type(headers: Any) -> str:
 _COMMON_TYPES = frozenset({"text/event-stream", "application/json", "application/x-ndjson"})
 
 
+Route = tuple[WireParser, str, str, bool]
+"""What detection found for a method, host and path: (parser, host, path, whether the family reads
+usage from response headers: Bedrock InvokeModel)."""
+
+_routes: dict[tuple[str, str, str], Route | None] = {}
+_ROUTES_MAX = 4096
+
+
+def route(method: str, host: str, path: str) -> Route | None:
+    """The `Route` of an LLM API request, or ``None`` for other traffic (`detect`, remembered with
+    what the exchange needs of the parser; bounded for a program that talks to many endpoints)."""
+    key = (method, host, path)
+    try:
+        return _routes[key]
+    except KeyError:
+        pass
+    parser = detect(method, host, path)
+    found = None if parser is None else (parser, host, path, hasattr(parser, "usage_from_headers"))
+    if len(_routes) >= _ROUTES_MAX:
+        _routes.clear()
+    _routes[key] = found
+    return found
+
+
 def start(
     method: str, host: str, path: str, headers: Any, body: bytes | None, library: str, own_frames: int = 0
 ) -> Exchange | None:
     """An `Exchange` if the request is an LLM API call, else ``None`` (after one cheap check).
     ``own_frames``: how many frames of the hook's are between its caller and this call."""
-    parser = detect(method, host, path)
-    if parser is None:
+    found = route(method, host, path)
+    if found is None:
         return None
-    return Exchange(parser, method, host, path, headers, body, library, own_frames)
+    return Exchange(found, headers, body, library, own_frames + 1)
