@@ -71,8 +71,8 @@ def call(stream: bool) -> tuple[Any, list[bytes]]:
 @pytest.mark.parametrize(
     "target, stream",
     [
-        ((_exchange.Exchange, "__init__"), False),
-        ((_exchange.Exchange, "__init__"), True),
+        ((_exchange, "open_exchange"), False),
+        ((_exchange, "open_exchange"), True),
         ((openai_chat.ChatCompletions, "parse"), False),
         ((openai_chat.ChatCompletions, "parse_stream"), True),  # a stream held whole is parsed in one go
         ((openai_chat.ChatStream, "feed"), "declined"),  # … else (declined, or past 1 MiB) event by event
@@ -99,7 +99,7 @@ def test_a_failing_part_leaves_the_call_identical(
     tokentrail.flush()
     assert sum(_guard.error_counts().values()) >= 1, "the error was not counted"
     records = recorded(_current_db, run="faulty")
-    if target[0] is _exchange.Exchange:  # capture itself failed: the call went out unobserved
+    if target[0] is _exchange:  # capture itself failed: the call went out unobserved
         assert records == []
     elif target[1] == "add_calls":  # the record was complete; only the live totals failed
         assert [(r["input_tokens"], r["flags"]) for r in records] == [(9, [])]

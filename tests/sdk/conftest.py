@@ -103,13 +103,13 @@ def db(db: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
     """The shared ledger fixture, plus: aiohttp/requests/botocore hooked, the HTTP library of every
     captured exchange noted, and the records' sources kept for docs/support.json."""
     libraries: list[str] = []
-    init = _exchange.Exchange.__init__
+    open_exchange = _exchange.open_exchange
 
-    def noting_init(exchange: _exchange.Exchange, route: Any, headers: Any, body: Any, library: str, *own: int) -> None:
-        init(exchange, route, headers, body, library, *own)
+    def noting_open(route: Any, headers: Any, body: Any, library: str, *own: int) -> _exchange.Exchange:
         libraries.append(library)
+        return open_exchange(route, headers, body, library, *(own[0] + 1,) if own else (1,))
 
-    monkeypatch.setattr(_exchange.Exchange, "__init__", noting_init)
+    monkeypatch.setattr(_exchange, "open_exchange", noting_open)
     present = [name for name in EXTRA_CAPTURE if importlib.util.find_spec(name) is not None]
     for name in present:
         importlib.import_module(name)  # imported first, so instrument() would hook it right now

@@ -811,3 +811,71 @@ def test_parse_stream_agrees_with_chat_stream(
         expected.raw_usage,
     )  # fmt: skip
     assert (whole.output_text and whole.output_text()) == (expected.output_text and expected.output_text())
+
+
+_OPENAI_USAGE = st.fixed_dictionaries(
+    {"prompt_tokens": st.integers(0, 999), "completion_tokens": st.integers(0, 999)},
+    optional={
+        "prompt_tokens_details": st.one_of(st.none(), st.fixed_dictionaries({}, optional={"cached_tokens": st.integers(0, 9)})),
+        "completion_tokens_details": st.fixed_dictionaries({}, optional={"reasoning_tokens": st.integers(0, 9)}),
+    },
+)
+# What breaks the common shape in a way that changes what an event says: a CR that ends an SSE line
+# (between two JSON tokens, it is still valid JSON), a second line, a comment or field line, a model
+# that is empty or no string, an event that is no JSON object.
+_PERTURB = st.sampled_from([None, "cr", "two_lines", "comment", "empty_model", "number_model", "not_json", "no_usage"])
+
+
+@given(
+    contents=st.lists(st.text(max_size=6), max_size=4),
+    usage=_OPENAI_USAGE,
+    every_chunk=st.booleans(),
+    spaced=st.booleans(),
+    where=st.sampled_from(["first", "last"]),
+    perturb=_PERTURB,
+    outcome=st.sampled_from(list(StreamOutcome)),
+)
+@settings(max_examples=400, deadline=None)
+def test_the_common_stream_reads_as_event_by_event(
+    contents: list[str], usage: dict[str, Any], every_chunk: bool, spaced: bool, where: str, perturb: str | None,
+    outcome: StreamOutcome,
+) -> None:
+    """OpenAI's stream with include_usage (and vLLM's usage on every chunk), read from its first and last
+    events only, gives what ChatStream gives reading every event; a perturbed one too, or declines."""
+    separators = (", ", ": ") if spaced else (",", ":")
+    head = {"id": "chatcmpl-1", "model": "gpt-4o-mini"}
+    chunks = [{**head, "choices": [{"index": 0, "delta": {"content": c}, "finish_reason": None}],
+               **({"usage": usage} if every_chunk else {})} for c in contents]  # fmt: skip
+    chunks.append({**head, "choices": [], "usage": usage})
+    events = [json.dumps(c, separators=separators).encode() for c in chunks]
+    at = 0 if where == "first" else len(events) - 1
+    if perturb == "cr":
+        events[at] = events[at].replace(b'"model":', b'"model":\r', 1).replace(b'"usage":', b'"usage":\r', 1)
+    elif perturb == "two_lines":
+        events[at] = events[at].replace(b'"choices"', b'\ndata: "choices"', 1)
+    elif perturb == "comment":
+        events[at] = b"{}\n: keep-alive\ndata: " + events[at]
+    elif perturb in ("empty_model", "number_model"):
+        model = "" if perturb == "empty_model" else 4
+        events[at] = json.dumps({**chunks[at], "model": model}, separators=separators).encode()
+    elif perturb == "not_json":
+        events[at] = b"[1, 2]"
+    elif perturb == "no_usage":
+        events[-1] = json.dumps({**head, "choices": []}, separators=separators).encode()
+    raw = b"".join(b"data: " + e + b"\n\n" for e in events) + b"data: [DONE]\n\n"
+    whole = parse_stream(raw, outcome)
+    details = [usage.get("prompt_tokens_details") or {}, usage.get("completion_tokens_details") or {}]
+    consistent = details[0].get("cached_tokens", 0) <= usage["prompt_tokens"] and details[1].get(
+        "reasoning_tokens", 0
+    ) <= usage["completion_tokens"]
+    if perturb is None and consistent:
+        assert whole is not None and whole.usage_json is not None  # the common shape is read in one go
+    if whole is None:
+        return
+    stream = ChatStream()
+    stream.feed(raw)
+    expected = stream.finish(outcome)
+    assert (whole.model, whole.response_id, whole.usage, whole.provenance, whole.flags, whole.complete, whole.usage_object()) == (
+        expected.model, expected.response_id, expected.usage, expected.provenance, expected.flags, expected.complete,
+        expected.raw_usage,
+    )  # fmt: skip

@@ -15,6 +15,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import msgspec
+
 from tokentrail import scope as _scope
 from tokentrail._guard import guard
 from tokentrail.enrich import callsite
@@ -23,57 +25,42 @@ from tokentrail.wire import detect
 from tokentrail.wire._base import ParsedCall, StreamOutcome, StreamParser, WholeBody, WireParser
 
 
-class Exchange:
-    """One HTTP attempt in flight. Mutable, touched by one thread at a time, handed to the pipeline once."""
+class Exchange(msgspec.Struct, gc=False):
+    """One HTTP attempt in flight. Mutable, touched by one thread at a time, handed to the pipeline
+    once. Made by `open_exchange`.
 
-    __slots__ = (
-        "body",
-        "body_sent",
-        "error",
-        "host",
-        "library",
-        "outcome",
-        "parser",
-        "path",
-        "reads_headers",
-        "response_headers",
-        "result",
-        "retry",
-        "scope",
-        "site",
-        "status_code",
-        "stream_parser",
-        "streamed",
-        "t0",
-        "t_end",
-        "t_first",
-    )
+    Not tracked by the cycle collector (thousands wait for the writer at a time, and a tracked
+    object is looked at by every collection while it waits). It holds no cycle: `error`, whose
+    traceback may lead back to it, is cleared by the pipeline once the record is built."""
 
-    def __init__(self, route: Route, headers: Any, body: bytes | None, library: str, own_frames: int = 0) -> None:
-        self.parser, self.host, self.path, self.reads_headers = route
-        self.retry = header(headers, "x-stainless-retry-count", b"x-stainless-retry-count")
-        """The SDK's ``x-stainless-retry-count`` header (openai, anthropic), if sent."""
-        self.body_sent = body
-        """The request body, or ``None`` when it was streamed and never held in memory."""
-        self.library = library
-        # The scope is taken when the request leaves, not when the record is finished: a stream
-        # drained in another task still belongs to the code that sent it.
-        self.scope = _scope._current.get() or _scope.default_run()
-        # Above this frame and the hook's own: each frame looked at costs a frame object.
-        self.site = callsite.capture_above(1 + own_frames)
-        self.t0 = time.perf_counter_ns()
-        """When it was sent (``perf_counter_ns``; the pipeline turns it into wall-clock time)."""
-        self.t_first: int | None = None
-        self.t_end: int | None = None
-        self.status_code: int | None = None
-        self.response_headers: Any = None
-        """Only for a family that reads usage from headers (Bedrock InvokeModel), else ``None``."""
-        self.body: bytes | None = None
-        self.result: ParsedCall | None = None
-        self.outcome: StreamOutcome | None = None
-        self.error: BaseException | None = None
-        self.streamed = False
-        self.stream_parser: StreamParser | None = None
+    parser: WireParser
+    host: str
+    path: str
+    reads_headers: bool
+    """Whether the family reads usage from response headers (Bedrock InvokeModel)."""
+    retry: str | None
+    """The SDK's ``x-stainless-retry-count`` header (openai, anthropic), if sent."""
+    body_sent: bytes | None
+    """The request body, or ``None`` when it was streamed and never held in memory."""
+    library: str
+    scope: Any
+    """The scope when the request left, not when the record is finished: a stream drained in
+    another task still belongs to the code that sent it."""
+    site: Any
+    """`callsite.capture_above`'s (code, offset) of the caller, or ``None``."""
+    t0: int
+    """When it was sent (``perf_counter_ns``; the pipeline turns it into wall-clock time)."""
+    t_first: int | None = None
+    t_end: int | None = None
+    status_code: int | None = None
+    response_headers: Any = None
+    """Only for a family that reads usage from headers (Bedrock InvokeModel), else ``None``."""
+    body: bytes | None = None
+    result: ParsedCall | None = None
+    outcome: StreamOutcome | None = None
+    error: BaseException | None = None
+    streamed: bool = False
+    stream_parser: StreamParser | None = None
 
     # -- endings -----------------------------------------------------------------------------------
     def body_read(self, status_code: int, headers: Any, body: bytes) -> None:
@@ -282,4 +269,16 @@ def start(
     found = route(method, host, path)
     if found is None:
         return None
-    return Exchange(found, headers, body, library, own_frames + 1)
+    return open_exchange(found, headers, body, library, own_frames + 1)
+
+
+def open_exchange(found: Route, headers: Any, body: bytes | None, library: str, own_frames: int = 0) -> Exchange:
+    """The `Exchange` of a request whose `Route` was found, as it leaves. ``own_frames``: how many
+    frames of the hook's are between its caller and this call (each frame looked at costs a frame
+    object, so the call-site walk starts above them)."""
+    parser, host, path, reads_headers = found
+    return Exchange(
+        parser, host, path, reads_headers, header(headers, "x-stainless-retry-count", b"x-stainless-retry-count"),
+        body, library, _scope._current.get() or _scope.default_run(), callsite.capture_above(1 + own_frames),
+        time.perf_counter_ns(),
+    )  # fmt: skip

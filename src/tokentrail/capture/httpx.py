@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from time import perf_counter_ns
 from types import ModuleType
 from typing import Any
 
 from tokentrail._guard import SUPPRESSED, failed, guard
 from tokentrail.capture import _exchange, inject
 from tokentrail.capture.streams import filter_classes, stream_classes
+from tokentrail.sinks.pipeline import submit
 from tokentrail.wire._base import StreamOutcome
 
 MODULES = ("httpx", "httpx2")
@@ -79,7 +81,7 @@ def _begin(request: Any, library: str) -> _exchange.Exchange | None:
         # ``request.content`` raises RequestNotRead for a streamed upload, which we must not consume.
         body = getattr(request, "_content", None)
         # own_frames=2: this function and the hook's send(), sync or async
-        return _exchange.Exchange(found, request.headers, body, library, 2)
+        return _exchange.open_exchange(found, request.headers, body, library, 2)
     except Exception as exc:
         failed("capture.start", exc)
         return None
@@ -106,15 +108,25 @@ def _rejected(response: Any, request: Any) -> bool:
     return True
 
 
-def _finish(exchange: _exchange.Exchange, response: Any, request: Any, stream: bool, module: ModuleType,
-            sync: bool, injected: Any) -> None:  # fmt: skip
+def _finish(exchange: _exchange.Exchange, response: Any, request: Any, module: ModuleType, sync: bool,
+            injected: Any) -> None:  # fmt: skip
+    """Observe a streamed response (the hooks finish a body read whole themselves)."""
     try:
-        if not stream and injected is None:  # the common case, without an _attach() call: a body read whole
-            exchange.body_read(response.status_code, response.headers, response.content)
-            return
         if injected is not None:
             response.request = request  # the caller's own request, as without injection
         _attach(exchange, response, module, sync=sync, injected=injected is not None)
+    except Exception as exc:
+        failed("capture.finish", exc)
+
+
+def _read_whole(exchange: _exchange.Exchange, response: Any) -> None:
+    """`Exchange.body_read` inlined: the common call, a body read whole, pays no method call."""
+    try:
+        exchange.t_end = perf_counter_ns()
+        exchange.status_code, exchange.body = response.status_code, response.content
+        if exchange.reads_headers:
+            exchange.response_headers = response.headers
+        submit(exchange)
     except Exception as exc:
         failed("capture.finish", exc)
 
@@ -144,7 +156,10 @@ def _sync_send(original: Callable[..., Any], module: ModuleType) -> Callable[...
             raise
         finally:
             SUPPRESSED.reset(token)
-        _finish(exchange, response, request, stream, module, True, injected)
+        if stream or injected is not None:
+            _finish(exchange, response, request, module, True, injected)
+        else:
+            _read_whole(exchange, response)
         return response
 
     setattr(send, _SENTINEL, original)
@@ -171,7 +186,10 @@ def _async_send(original: Callable[..., Any], module: ModuleType) -> Callable[..
             raise
         finally:
             SUPPRESSED.reset(token)
-        _finish(exchange, response, request, stream, module, False, injected)
+        if stream or injected is not None:
+            _finish(exchange, response, request, module, False, injected)
+        else:
+            _read_whole(exchange, response)
         return response
 
     setattr(send, _SENTINEL, original)

@@ -96,6 +96,8 @@ def submit(item: Exchange | ScopeEvent) -> None:
     global _dropped
     if len(_pending) >= max_queue:
         _dropped += 1
+        if type(item) is not ScopeEvent:
+            item.error = None  # its traceback may lead back to the exchange: see `Exchange`
         if _dropped == 1:
             warnings.warn(
                 f"tokentrail's queue is full ({max_queue} items); records are being dropped and counted",
@@ -152,6 +154,7 @@ def process_pending() -> None:
                 if record is None:
                     record = fallback_record(item)
                 _ready.append(record)
+                item.error = None  # its traceback may lead back to the exchange: see `Exchange`
             finished.append((item.scope, record.usage, record.provenance, record.model, record.cost))
             records.append(record)
         try:  # once per round: calls summed per (scope, model), each sum added up the scope tree

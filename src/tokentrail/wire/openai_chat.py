@@ -159,6 +159,8 @@ _decode_raw = msgspec.json.Decoder().decode
 def fast_usage(raw: bytes) -> Usage | None:
     """The counts of a usage object in OpenAI's documented shape whose counts add up (no flag to
     raise), from its JSON; ``None`` for anything else, which `parsed` reads instead."""
+    if not raw:  # no usage key at all
+        return None
     try:
         usage = _decode_usage(raw)
     except (msgspec.ValidationError, msgspec.DecodeError):
@@ -255,6 +257,9 @@ def parse_stream(data: bytes, outcome: StreamOutcome) -> ParsedCall | None:
     the ones it skips change nothing `ChatStream` would read (it, too, reads only the data of events
     up to the first that names a model, the usage, ``[DONE]`` and ``finish_reason``), and checking
     the whole stream's framing cost two more passes over every byte."""
+    common = _common_stream(data)
+    if common is not None:
+        return common
     if b"\r" in data:
         return None
     end = data.rfind(b"\n\n")
@@ -335,6 +340,56 @@ def parse_stream(data: bytes, outcome: StreamOutcome) -> ParsedCall | None:
                               response_id=response_id if isinstance(response_id, str) else None)  # fmt: skip
         usage = _decode_raw(usage)
     return parsed(usage, USAGE, model=model, response_id=response_id, complete=complete, output_text=output_text)
+
+
+_DONE_TAIL = b"\n\ndata: [DONE]\n\n"
+
+
+def _common_stream(data: bytes) -> ParsedCall | None:
+    """`parse_stream` of the stream OpenAI sends with ``include_usage``, or ``None`` for any other:
+    each event one ``data: `` line, the first naming the model, the last before ``[DONE]`` carrying
+    the usage in OpenAI's own shape. Only those two events are read (about a third of the work of
+    the general way, callgrind): with ``[DONE]`` the stream is whole whatever came between, and the
+    last event's usage is the last usage. A ``\r`` in either ends a line in SSE, so either with one
+    takes the general way."""
+    if not data.endswith(_DONE_TAIL) or not data.startswith(b"data: {"):
+        return None
+    first_end = data.find(b"\n\n")
+    if data.find(b"\n") != first_end:  # the first event is one line
+        return None
+    end = len(data) - len(_DONE_TAIL)
+    start = data.rfind(b"\n\n", 0, end) + 2  # the last event before [DONE] (maybe the first)
+    if start == 1:
+        start = 0
+    if not data.startswith(b"data: ", start) or data.find(b"\n", start, end) >= 0:
+        return None
+    first, last = data[6:first_end], data[start + 6 : end]
+    if b"\r" in first or b"\r" in last:
+        return None
+    try:
+        head, tail = _decode_named(first), _decode_usage_chunk(last)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return None
+    counts = fast_usage(tail.usage) if head.model else None
+    if counts is None:
+        return None
+    return ParsedCall(model=head.model, usage=counts, provenance=REPORTED, complete=True,
+                      usage_json=str(tail.usage, "utf-8"), response_id=head.id or None)  # fmt: skip
+
+
+class _Named(msgspec.Struct, gc=False):
+    """The first event of a common stream: it names the model (a non-empty string)."""
+
+    id: str | None = None
+    model: str | None = None
+
+
+class _UsageChunk(msgspec.Struct, gc=False):
+    usage: msgspec.Raw = msgspec.field(default_factory=msgspec.Raw)
+
+
+_decode_named = msgspec.json.Decoder(_Named).decode
+_decode_usage_chunk = msgspec.json.Decoder(_UsageChunk).decode
 
 
 def _one_data_line(head: bytes, start: int, stop: int) -> bool:
