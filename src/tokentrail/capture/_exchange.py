@@ -133,11 +133,6 @@ class Deferred:
         if self._size > self.LIMIT:
             self._drain()
 
-    def kept(self) -> list[bytes] | None:
-        """The chunks kept so far, for a stream wrapper to append to (then `overflow` past
-        `LIMIT` bytes); ``None`` once they went to the incremental parser."""
-        return self._chunks
-
     def overflow(self) -> None:
         """The kept chunks (appended by a wrapper) passed `LIMIT`: parse them, and each later one as fed."""
         if self._chunks is not None:

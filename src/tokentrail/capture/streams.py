@@ -53,19 +53,21 @@ class _Observer:
     def _finish(self, outcome: StreamOutcome, error: BaseException | None = None) -> None:
         exchange, self._exchange = self._exchange, None
         if exchange is not None:
-            with guard("stream.finish"):
+            try:
                 exchange.stream_finished(self._parser, outcome, error)
+            except Exception as exc:
+                failed("stream.finish", exc)
 
     def __del__(self) -> None:
         if getattr(self, "_exchange", None) is not None:
             self._finish(StreamOutcome.ABANDONED)
 
 
-def _kept(parser: StreamParser, terminal: bytes | None) -> list[bytes] | None:
+def _kept(parser: StreamParser) -> list[bytes] | None:
     """The list a `Deferred` parser keeps chunks in, when a wrapper may append to it directly: no
-    final event to watch for (``terminal``), no incremental parsing started."""
-    if terminal is None and type(parser) is Deferred:
-        return parser.kept()
+    final event to watch for, no incremental parsing started."""
+    if type(parser) is Deferred and parser.terminal is None:
+        return parser._chunks
     return None
 
 
@@ -85,15 +87,15 @@ def stream_classes(module: ModuleType) -> tuple[type, type]:
         def __iter__(self) -> Iterator[bytes]:
             outcome = StreamOutcome.CLOSED_EARLY
             error: BaseException | None = None
-            feed = self._parser.feed
-            terminal = getattr(self._parser, "terminal", None)
-            observing = True
             chunks = iter(self._inner)
-            kept = _kept(self._parser, terminal)
+            kept = _kept(self._parser)
             try:
                 if kept is not None:  # the common case: a chunk costs one list append, inlined here
                     for chunk in chunks:
-                        self._first_chunk()
+                        self._first = False
+                        exchange = self._exchange
+                        if exchange is not None:
+                            exchange.t_first = time.perf_counter_ns()
                         kept.append(chunk)
                         yield chunk
                         break
@@ -104,7 +106,8 @@ def stream_classes(module: ModuleType) -> tuple[type, type]:
                             append(chunk)
                             yield chunk
                         if len(kept) - before < CHECK_EVERY:  # the stream ended
-                            break
+                            outcome = StreamOutcome.COMPLETE
+                            return
                         size += sum(map(len, kept[before:]))
                         if size > limit:  # a long stream: from here on, parsed as it passes
                             try:
@@ -112,6 +115,10 @@ def stream_classes(module: ModuleType) -> tuple[type, type]:
                             except Exception as exc:
                                 failed("stream.chunk", exc)
                             break
+                # Each chunk fed to the parser as it passes: a final event to watch for, or a long stream.
+                feed = self._parser.feed
+                terminal = getattr(self._parser, "terminal", None)
+                observing = True
                 for chunk in chunks:
                     if observing:
                         if self._first:
@@ -149,7 +156,7 @@ def stream_classes(module: ModuleType) -> tuple[type, type]:
             terminal = getattr(self._parser, "terminal", None)
             observing = True
             chunks = aiter(self._inner)
-            kept = _kept(self._parser, terminal)
+            kept = _kept(self._parser)
             try:
                 if kept is not None:  # the common case: a chunk costs one list append, inlined here
                     async for chunk in chunks:
