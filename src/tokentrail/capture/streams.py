@@ -152,9 +152,6 @@ def stream_classes(module: ModuleType) -> tuple[type, type]:
         async def __aiter__(self) -> AsyncIterator[bytes]:
             outcome = StreamOutcome.CLOSED_EARLY
             error: BaseException | None = None
-            feed = self._parser.feed
-            terminal = getattr(self._parser, "terminal", None)
-            observing = True
             chunks = aiter(self._inner)
             kept = _kept(self._parser)
             try:
@@ -175,6 +172,13 @@ def stream_classes(module: ModuleType) -> tuple[type, type]:
                             except Exception as exc:
                                 failed("stream.chunk", exc)
                             break
+                    else:
+                        outcome = StreamOutcome.COMPLETE
+                        return
+                # Each chunk fed to the parser as it passes: a final event to watch for, or a long stream.
+                feed = self._parser.feed
+                terminal = getattr(self._parser, "terminal", None)
+                observing = True
                 async for chunk in chunks:
                     if observing:
                         if self._first:
