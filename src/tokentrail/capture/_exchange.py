@@ -1,8 +1,8 @@
 """The library-neutral core of capture: one `Exchange` per HTTP attempt to an LLM API.
 
-The hot path (`start`, `Exchange.body_read`, the stream feed) only notes facts: bodies, status,
-the scope, the call-site frame, a clock. Parsing the bodies and building the `CallRecord` happens in
-`tokentrail.sinks.pipeline`, off the caller's thread.
+The hot path (`start` or `open_exchange`, `Exchange.body_read`, the stream feed) only notes facts:
+bodies, status, the scope, the call-site frame, a clock. Parsing the bodies and building the
+`CallRecord` happens in `tokentrail.sinks.pipeline`, off the caller's thread.
 
 An exchange waits up to one writer interval for the pipeline, so it keeps no header objects or other
 containers of the HTTP library's (only strings, bytes and ints): thousands of calls waiting with
