@@ -822,8 +822,10 @@ _OPENAI_USAGE = st.fixed_dictionaries(
 )
 # What breaks the common shape in a way that changes what an event says: a CR that ends an SSE line
 # (between two JSON tokens, it is still valid JSON), a second line, a comment or field line, a model
-# that is empty or no string, an event that is no JSON object.
-_PERTURB = st.sampled_from([None, "cr", "two_lines", "comment", "empty_model", "number_model", "not_json", "no_usage"])
+# that is empty or no string, an event that is no JSON object, a usage key spelled with an escape.
+_PERTURB = st.sampled_from(
+    [None, "cr", "two_lines", "comment", "empty_model", "number_model", "not_json", "no_usage", "escaped_key"]
+)
 
 
 @given(
@@ -862,6 +864,8 @@ def test_the_common_stream_reads_as_event_by_event(
         events[at] = b"[1, 2]"
     elif perturb == "no_usage":
         events[-1] = json.dumps({**head, "choices": []}, separators=separators).encode()
+    elif perturb == "escaped_key":  # the same key to a JSON parser, not to ChatStream's "usage" check
+        events[-1] = events[-1].replace(b'"usage"', b'"us\\u0061ge"')
     raw = b"".join(b"data: " + e + b"\n\n" for e in events) + b"data: [DONE]\n\n"
     whole = parse_stream(raw, outcome)
     details = [usage.get("prompt_tokens_details") or {}, usage.get("completion_tokens_details") or {}]

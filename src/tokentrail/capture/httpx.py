@@ -120,7 +120,7 @@ def _finish(exchange: _exchange.Exchange, response: Any, request: Any, module: M
 
 
 def _read_whole(exchange: _exchange.Exchange, response: Any) -> None:
-    """`Exchange.body_read` inlined: the common call, a body read whole, pays no method call."""
+    """`Exchange.body_read`, inlined for the common call (a body read whole): one call instead of three."""
     try:
         exchange.t_end = perf_counter_ns()
         exchange.status_code, exchange.body = response.status_code, response.content

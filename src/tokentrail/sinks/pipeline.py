@@ -151,10 +151,10 @@ def process_pending() -> None:
             finally:
                 # A bug of ours must not lose the call: it is stored with what is certain (who,
                 # where, when, status), its usage unknown and flagged; the error is counted.
+                item.error = None  # its traceback may lead back to the exchange: see `Exchange`
                 if record is None:
                     record = fallback_record(item)
                 _ready.append(record)
-                item.error = None  # its traceback may lead back to the exchange: see `Exchange`
             finished.append((item.scope, record.usage, record.provenance, record.model, record.cost))
             records.append(record)
         try:  # once per round: calls summed per (scope, model), each sum added up the scope tree

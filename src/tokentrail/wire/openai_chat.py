@@ -364,7 +364,9 @@ def _common_stream(data: bytes) -> ParsedCall | None:
     if not data.startswith(b"data: ", start) or data.find(b"\n", start, end) >= 0:
         return None
     first, last = data[6:first_end], data[start + 6 : end]
-    if b"\r" in first or b"\r" in last:
+    # ChatStream reads an event after the first only when it holds "usage": {… (or an error), so
+    # a usage key spelled with escapes is not its usage.
+    if b"\r" in first or b"\r" in last or not has_object(last, b'"usage"'):
         return None
     try:
         head, tail = _decode_named(first), _decode_usage_chunk(last)
