@@ -366,7 +366,9 @@ def _common_stream(data: bytes) -> ParsedCall | None:
     first, last = data[6:first_end], data[start + 6 : end]
     # ChatStream reads an event after the first only when it holds "usage": {… (or an error), so
     # a usage key spelled with escapes is not its usage.
-    if b"\r" in first or b"\r" in last or not has_object(last, b'"usage"'):
+    if b"\r" in first or b"\r" in last:
+        return None
+    if b'"usage":{' not in last and not has_object(last, b'"usage"'):  # compact JSON first: cheaper
         return None
     try:
         head, tail = _decode_named(first), _decode_usage_chunk(last)
