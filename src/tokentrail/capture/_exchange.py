@@ -21,7 +21,7 @@ from tokentrail import scope as _scope
 from tokentrail._guard import guard
 from tokentrail.enrich import callsite
 from tokentrail.sinks import pipeline
-from tokentrail.wire import detect
+from tokentrail.wire import detect, provider_for
 from tokentrail.wire._base import ParsedCall, StreamOutcome, StreamParser, WholeBody, WireParser
 
 
@@ -38,6 +38,8 @@ class Exchange(msgspec.Struct, gc=False):
     path: str
     reads_headers: bool
     """Whether the family reads usage from response headers (Bedrock InvokeModel)."""
+    provider: str
+    """`provider_for` the host and family, found once per route."""
     retry: str | None
     """The SDK's ``x-stainless-retry-count`` header (openai, anthropic), if sent."""
     body_sent: bytes | None
@@ -232,9 +234,9 @@ def media_type(headers: Any) -> str:
 _COMMON_TYPES = frozenset({"text/event-stream", "application/json", "application/x-ndjson"})
 
 
-Route = tuple[WireParser, str, str, bool]
+Route = tuple[WireParser, str, str, bool, str]
 """What detection found for a method, host and path: (parser, host, path, whether the family reads
-usage from response headers: Bedrock InvokeModel)."""
+usage from response headers: Bedrock InvokeModel, `provider_for` the host and family)."""
 
 _routes: dict[tuple[str, str, str], Route | None] = {}
 _ROUTES_MAX = 4096
@@ -249,7 +251,10 @@ def route(method: str, host: str, path: str) -> Route | None:
     except KeyError:
         pass
     parser = detect(method, host, path)
-    found = None if parser is None else (parser, host, path, hasattr(parser, "usage_from_headers"))
+    found = (
+        None if parser is None
+        else (parser, host, path, hasattr(parser, "usage_from_headers"), provider_for(host, parser.api))
+    )  # fmt: skip
     if len(_routes) >= _ROUTES_MAX:
         _routes.clear()
     _routes[key] = found
@@ -271,9 +276,10 @@ def open_exchange(found: Route, headers: Any, body: bytes | None, library: str, 
     """The `Exchange` of a request whose `Route` was found, as it leaves. ``own_frames``: how many
     frames of the hook's are between its caller and this call (each frame looked at costs a frame
     object, so the call-site walk starts above them)."""
-    parser, host, path, reads_headers = found
+    parser, host, path, reads_headers, provider = found
     return Exchange(
-        parser, host, path, reads_headers, header(headers, "x-stainless-retry-count", b"x-stainless-retry-count"),
+        parser, host, path, reads_headers, provider,
+        header(headers, "x-stainless-retry-count", b"x-stainless-retry-count"),
         body, library, _scope._current.get() or _scope.default_run(), callsite.capture_above(1 + own_frames),
         time.perf_counter_ns(),
     )  # fmt: skip

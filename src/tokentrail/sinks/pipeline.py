@@ -29,7 +29,6 @@ from tokentrail.errors import RecordsDroppedWarning
 from tokentrail.records import CallRecord, CallStatus, Cost, Flag, new_id
 from tokentrail.scope import Call, Scope, _listeners, add_calls
 from tokentrail.usage import REPORTED, Provenance, Source, Usage
-from tokentrail.wire import provider_for
 from tokentrail.wire._base import ParsedCall, RequestInfo, StreamOutcome
 
 if TYPE_CHECKING:
@@ -179,7 +178,7 @@ def fallback_record(exchange: Exchange) -> CallRecord:
     return CallRecord(
         id=new_id(started_ns),
         api=exchange.parser.api,
-        provider=provider_for(exchange.host, exchange.parser.api),
+        provider=exchange.provider,
         host=exchange.host,
         endpoint=exchange.path,
         stream=exchange.streamed,
@@ -240,7 +239,7 @@ def build(exchange: Exchange) -> CallRecord:
         result = parser.parse(exchange.body) if status_code is not None and status_code < 400 else ParsedCall()
     else:
         result = ParsedCall(complete=False)
-    provider = provider_for(exchange.host, parser.api)
+    provider = exchange.provider
     if result.usage.is_empty and status_code is not None and status_code < 400:
         if from_headers is not None and exchange.response_headers is not None:
             result = _merge_header_usage(result, from_headers(exchange.response_headers))
