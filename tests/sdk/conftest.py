@@ -105,9 +105,9 @@ def db(db: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
     libraries: list[str] = []
     open_exchange = _exchange.open_exchange
 
-    def noting_open(route: Any, headers: Any, body: Any, library: str, *own: int) -> _exchange.Exchange:
+    def noting_open(route: Any, headers: Any, body: Any, library: str, own_frames: int = 0) -> _exchange.Exchange:
         libraries.append(library)
-        return open_exchange(route, headers, body, library, *(own[0] + 1,) if own else (1,))
+        return open_exchange(route, headers, body, library, own_frames + 1)  # + this frame
 
     monkeypatch.setattr(_exchange, "open_exchange", noting_open)
     present = [name for name in EXTRA_CAPTURE if importlib.util.find_spec(name) is not None]

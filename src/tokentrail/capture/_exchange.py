@@ -135,6 +135,11 @@ class Deferred:
         if self._size > self.LIMIT:
             self._drain()
 
+    def kept(self) -> list[bytes] | None:
+        """The chunks kept so far, for a stream wrapper to append to (then `overflow` past
+        `LIMIT` bytes); ``None`` once they went to the incremental parser."""
+        return self._chunks
+
     def overflow(self) -> None:
         """The kept chunks (appended by a wrapper) passed `LIMIT`: parse them, and each later one as fed."""
         if self._chunks is not None:
@@ -239,17 +244,22 @@ Route = tuple[WireParser, str, str, bool, str]
 usage from response headers: Bedrock InvokeModel, `provider_for` the host and family)."""
 
 _routes: dict[tuple[str, str, str], Route | None] = {}
+"""Routes by (method, host, path); a hook may key them by the raw form it reads more cheaply."""
 _ROUTES_MAX = 4096
 
 
 def route(method: str, host: str, path: str) -> Route | None:
-    """The `Route` of an LLM API request, or ``None`` for other traffic (`detect`, remembered with
-    what the exchange needs of the parser; bounded for a program that talks to many endpoints)."""
+    """The `Route` of an LLM API request, or ``None`` for other traffic (after one dict lookup)."""
     key = (method, host, path)
     try:
         return _routes[key]
     except KeyError:
-        pass
+        return remember_route(key, method, host, path)
+
+
+def remember_route(key: tuple[str, str, str], method: str, host: str, path: str) -> Route | None:
+    """`detect` the route of (method, host, path), with what the exchange needs of the parser, and
+    remember it under ``key`` (bounded, for a program that talks to many endpoints)."""
     parser = detect(method, host, path)
     found = (
         None if parser is None

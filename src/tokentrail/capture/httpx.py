@@ -58,18 +58,9 @@ def _route(request: Any) -> _exchange.Route | None:
     except AttributeError:  # another httpx version's URL: its properties
         return _exchange.route(request.method, url.host, url.path)
     try:
-        return _routes[key]
+        return _exchange._routes[key]
     except KeyError:
-        pass
-    found = _exchange.route(request.method, url.host, url.path)
-    if len(_routes) >= _ROUTES_MAX:
-        _routes.clear()
-    _routes[key] = found
-    return found
-
-
-_routes: dict[tuple[str, str, str], _exchange.Route | None] = {}
-_ROUTES_MAX = 4096
+        return _exchange.remember_route(key, request.method, url.host, url.path)
 
 
 def _begin(request: Any, library: str) -> _exchange.Exchange | None:

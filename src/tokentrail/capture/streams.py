@@ -67,7 +67,7 @@ def _kept(parser: StreamParser) -> list[bytes] | None:
     """The list a `Deferred` parser keeps chunks in, when a wrapper may append to it directly: no
     final event to watch for, no incremental parsing started."""
     if type(parser) is Deferred and parser.terminal is None:
-        return parser._chunks
+        return parser.kept()
     return None
 
 
@@ -92,10 +92,7 @@ def stream_classes(module: ModuleType) -> tuple[type, type]:
             try:
                 if kept is not None:  # the common case: a chunk costs one list append, inlined here
                     for chunk in chunks:
-                        self._first = False
-                        exchange = self._exchange
-                        if exchange is not None:
-                            exchange.t_first = time.perf_counter_ns()
+                        self._first_chunk()
                         kept.append(chunk)
                         yield chunk
                         break

@@ -358,9 +358,8 @@ def _common_stream(data: bytes) -> ParsedCall | None:
     if data.find(b"\n") != first_end:  # the first event is one line
         return None
     end = len(data) - len(_DONE_TAIL)
-    start = data.rfind(b"\n\n", 0, end) + 2  # the last event before [DONE] (maybe the first)
-    if start == 1:
-        start = 0
+    start = data.rfind(b"\n\n", 0, end)  # the last event before [DONE] (maybe the first)
+    start = 0 if start < 0 else start + 2
     if not data.startswith(b"data: ", start) or data.find(b"\n", start, end) >= 0:
         return None
     first, last = data[6:first_end], data[start + 6 : end]
@@ -371,7 +370,7 @@ def _common_stream(data: bytes) -> ParsedCall | None:
     if b'"usage":{' not in last and not has_object(last, b'"usage"'):  # compact JSON first: cheaper
         return None
     try:
-        head, tail = _decode_named(first), _decode_usage_chunk(last)
+        head, tail = _decode_body(first), _decode_body(last)
     except (msgspec.ValidationError, msgspec.DecodeError):
         return None
     counts = fast_usage(tail.usage) if head.model else None
@@ -379,21 +378,6 @@ def _common_stream(data: bytes) -> ParsedCall | None:
         return None
     return ParsedCall(model=head.model, usage=counts, provenance=REPORTED, complete=True,
                       usage_json=str(tail.usage, "utf-8"), response_id=head.id or None)  # fmt: skip
-
-
-class _Named(msgspec.Struct, gc=False):
-    """The first event of a common stream: it names the model (a non-empty string)."""
-
-    id: str | None = None
-    model: str | None = None
-
-
-class _UsageChunk(msgspec.Struct, gc=False):
-    usage: msgspec.Raw = msgspec.field(default_factory=msgspec.Raw)
-
-
-_decode_named = msgspec.json.Decoder(_Named).decode
-_decode_usage_chunk = msgspec.json.Decoder(_UsageChunk).decode
 
 
 def _one_data_line(head: bytes, start: int, stop: int) -> bool:
