@@ -75,19 +75,22 @@ def test_unknown_counts_stay_null_through_the_view(tmp_path: Path) -> None:
 
 
 def test_a_batch_mixing_known_and_unknown_values_stores_each_as_it_was(tmp_path: Path) -> None:
-    # insert_rows writes ROWS_PER_INSERT rows a statement, and a column null in the whole batch as
-    # NULL in it: columns null in every row, in some, in none; batches of one, of several statements.
+    # insert_rows writes ROWS_PER_INSERT rows a statement, and a column null (or of its usual value:
+    # attempt 1, no flags) in the whole batch as NULL (or that value) in it: columns null or usual in
+    # every row, in some, in none; batches of one, of several statements.
     path = tmp_path / "ledger.db"
     sink = SqliteSink(path)
     count = 2 * sqlite.ROWS_PER_INSERT + 3
     records = [
         record(i, first_token_ns=None, anatomy=None, response_id=None if i % 2 else f"resp-{i}",
                usage=Usage(input_tokens=10, output_tokens=i if i % 3 else None),
-               cost=None if i == 4 else record(0).cost)
+               cost=None if i == 4 else record(0).cost, attempt=2 if i == 7 else 1,
+               flags=frozenset({"http_error"}) if i > count - 3 else frozenset())
         for i in range(count)
     ]  # fmt: skip
     sink.write(records[:1], [], 0)
-    sink.write(records[1:], [], 0)
+    sink.write(records[1 : count - 3], [], 0)  # flags empty in every row, attempts mixed
+    sink.write(records[count - 3 :], [], 0)  # attempts all 1, flags mixed
     sink.close()
     rows = stored(path)
     assert [{k: row[k] for k in expected(r)} for row, r in zip(rows, records, strict=True)] == [
@@ -95,6 +98,8 @@ def test_a_batch_mixing_known_and_unknown_values_stores_each_as_it_was(tmp_path:
     ]
     assert [row["response_id"] for row in rows] == [None if i % 2 else f"resp-{i}" for i in range(count)]
     assert [row["output_tokens"] for row in rows] == [i if i % 3 else None for i in range(count)]
+    assert [row["attempt"] for row in rows] == [2 if i == 7 else 1 for i in range(count)]
+    assert [row["flags"] for row in rows] == ["http_error" if i > count - 3 else "" for i in range(count)]
 
 
 def test_inserting_into_the_view_stores_what_the_sink_stores(tmp_path: Path) -> None:

@@ -205,16 +205,18 @@ def record_failure(exchange: Exchange, error: BaseException) -> None:
         exchange.failed(error)
 
 
-def header(headers: Any, name: str, key: bytes | None = None) -> str | None:
+def header(headers: Any, name: str, key: bytes | None = None, from_end: bool = False) -> str | None:
     """A header's value from any HTTP library's headers (``name`` in lower case; ``key``, the same
-    as latin-1 bytes, saves encoding it), or ``None``."""
+    as latin-1 bytes, saves encoding it), or ``None``. ``from_end``: look from the last header back
+    (httpx's headers only), for a header that SDKs add after the others; a header sent twice then
+    gives its last value, not its first."""
     entries = getattr(headers, "_list", None)
     if type(entries) is list:  # httpx's Headers: (name, lowercased name, value); .get() costs ~5 µs
         # A plain loop: cheaper here than any C-level search (list(map(itemgetter(1), …)) costs
         # ~4,100 instructions for eight headers, this loop ~3,100 to find the seventh, callgrind).
         key = key or name.encode("latin-1")
         try:
-            for _, lowered, value in entries:
+            for _, lowered, value in reversed(entries) if from_end else entries:
                 if lowered == key:
                     return value.decode("latin-1")  # type: ignore[no-any-return]
             return None
@@ -231,12 +233,17 @@ def media_type(headers: Any) -> str:
     content_type = header(headers, "content-type", b"content-type") if headers is not None else None
     if content_type is None:
         return ""
-    if content_type in _COMMON_TYPES:  # as servers send it: nothing to drop or lower
-        return content_type
-    return content_type.partition(";")[0].strip().lower()
+    known = _media_types.get(content_type)
+    if known is None:
+        if len(_media_types) >= 256:  # a server that varies its parameters (a boundary, say)
+            _media_types.clear()
+        known = _media_types[content_type] = content_type.partition(";")[0].strip().lower()
+    return known
 
 
-_COMMON_TYPES = frozenset({"text/event-stream", "application/json", "application/x-ndjson"})
+_media_types: dict[str, str] = {}
+"""`media_type` by ``content-type`` value as received: a server sends the same few
+(``text/event-stream; charset=utf-8``), and dropping the parameters cost ~2,000 instructions."""
 
 
 Route = tuple[WireParser, str, str, bool, str]
@@ -289,7 +296,8 @@ def open_exchange(found: Route, headers: Any, body: bytes | None, library: str, 
     parser, host, path, reads_headers, provider = found
     return Exchange(
         parser, host, path, reads_headers, provider,
-        header(headers, "x-stainless-retry-count", b"x-stainless-retry-count"),
+        # The openai SDK sends it third from the end of its 17 headers: 3 steps back instead of 15.
+        header(headers, "x-stainless-retry-count", b"x-stainless-retry-count", True),  # from the end
         body, library, _scope._current.get() or _scope.default_run(), callsite.capture_above(1 + own_frames),
         time.perf_counter_ns(),
     )  # fmt: skip

@@ -204,30 +204,43 @@ class SqliteSink:
 
 def insert_rows(db: sqlite3.Connection, rows: list[tuple[object, ...]]) -> None:
     """Insert `ROW_COLUMNS` rows, `ROWS_PER_INSERT` to a statement (``VALUES (…), (…), …``: a third
-    of the instructions per row of ``executemany``, callgrind). A column null in every row is written
-    as ``NULL`` in the statement, not bound: CPython's sqlite3 looks for an adapter before binding
-    ``None`` (~2,500 instructions a value, CPython 3.11), and a call's row typically has three or four
-    (first-token time, cache-write count, anatomy)."""
+    of the instructions per row of ``executemany``, callgrind). A column that is null in every row
+    is written as ``NULL`` in the statement, not bound: CPython's sqlite3 looks for an adapter before
+    binding ``None`` (~2,500 instructions a value, CPython 3.11), and a call's row typically has three
+    or four (first-token time, cache-write count, anatomy). So is a column of `_LITERALS` that holds
+    its usual value in every row (a first attempt, no flags): each text bound is copied by SQLite."""
     columns = list(zip(*rows))
-    nones = (None,) * len(rows)
-    null = tuple(i for i in _NULLABLE if columns[i] == nones)  # == stops at the first value that is not
-    if null:
-        rows = list(zip(*(column for i, column in enumerate(columns) if i not in null)))
+    count = len(rows)
+    nones = (None,) * count
+    # == stops at the first value that differs
+    fixed = tuple(i for i in _FIXABLE if columns[i] == (nones if i not in _LITERALS else (_LITERALS[i][0],) * count))
+    if fixed:
+        rows = list(zip(*(column for i, column in enumerate(columns) if i not in fixed)))
     for start in range(0, len(rows), ROWS_PER_INSERT):
         chunk = rows[start : start + ROWS_PER_INSERT]
-        db.execute(_insert_statement(null, len(chunk)), list(chain.from_iterable(chunk)))
+        db.execute(_insert_statement(fixed, len(chunk)), list(chain.from_iterable(chunk)))
 
 
 ROWS_PER_INSERT = 50
 """Rows per ``INSERT``: 50 × 19 columns stay under 999 parameters, the limit of SQLite before 3.32."""
-_NULLABLE = tuple(i for i, c in enumerate(ROW_COLUMNS) if c not in ("id", "context_id", "place_id", "attempt",
-                                                                    "started_ns", "flags"))  # fmt: skip
+_LITERALS: dict[int, tuple[object, str]] = {
+    ROW_COLUMNS.index("attempt"): (1, "1"),
+    ROW_COLUMNS.index("flags"): ("", "''"),
+}
+"""Columns written as a literal when every row of a batch holds the usual value: (value, SQL)."""
+_FIXABLE = (*_LITERALS, *(i for i, c in enumerate(ROW_COLUMNS)
+                          if c not in ("id", "context_id", "place_id", "attempt", "started_ns", "flags")))  # fmt: skip
+"""The columns `insert_rows` may write into the statement: `_LITERALS`, then every nullable one."""
 
 
 @functools.lru_cache(maxsize=256)
-def _insert_statement(null: tuple[int, ...], count: int) -> str:
-    """An ``INSERT`` of ``count`` rows, the columns at the indexes ``null`` written as ``NULL``."""
-    row = "(" + ", ".join("NULL" if i in null else "?" for i in range(len(ROW_COLUMNS))) + ")"
+def _insert_statement(fixed: tuple[int, ...], count: int) -> str:
+    """An ``INSERT`` of ``count`` rows, the columns at the indexes ``fixed`` written as ``NULL`` or
+    their `_LITERALS` value."""
+    values = [
+        ("NULL" if i not in _LITERALS else _LITERALS[i][1]) if i in fixed else "?" for i in range(len(ROW_COLUMNS))
+    ]
+    row = "(" + ", ".join(values) + ")"
     return f"INSERT INTO call_rows ({', '.join(ROW_COLUMNS)}) VALUES {', '.join([row] * count)}"
 
 
