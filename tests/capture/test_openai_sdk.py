@@ -205,6 +205,51 @@ def test_non_llm_traffic_is_not_recorded(db: Path, client: openai.OpenAI, sim: S
     assert [c["api"] for c in recorded(db)] == ["openai.chat"]
 
 
+def _httpx_of_the_sdk() -> Any:
+    """The httpx module (httpx or httpx2) that this openai version sends through."""
+    import importlib
+
+    return importlib.import_module(openai.DefaultHttpxClient.__bases__[0].__module__.partition(".")[0])
+
+
+def test_a_call_made_by_an_event_hook_is_recorded_too(db: Path, client: openai.OpenAI, sim: Simulator) -> None:
+    """A client on httpx's own connection pool is not suppressed while it sends: an LLM call made by
+    one of its event hooks (a judge of each answer, say) is a call of its own."""
+
+    def judge(response: Any) -> None:
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+
+    http = openai.DefaultHttpxClient(event_hooks={"response": [judge]})
+    with openai.OpenAI(base_url=sim.url + "/v1", api_key="sk-test", http_client=http) as judged:
+        with tokentrail.run("judged"):
+            judged.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+    calls = recorded(db, run="judged")
+    assert sorted(c["requested_model"] for c in calls) == ["gpt-4o", "gpt-4o-mini"]
+    assert all(c["status"] == "ok" and c["input_tokens"] for c in calls)
+
+
+def test_an_app_served_in_process_records_only_the_callers_call(
+    db: Path, client: openai.OpenAI, sim: Simulator
+) -> None:
+    """A transport that runs Python below the client (here an in-process proxy answering from the
+    API, as an app behind ``ASGITransport`` would) is suppressed: its upstream call is not counted
+    a second time."""
+    httpx = _httpx_of_the_sdk()
+
+    def proxy(request: Any) -> Any:
+        upstream = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=MESSAGES)
+        return httpx.Response(200, headers={"content-type": "application/json"}, content=upstream.http_response.content)
+
+    served = len(sim.served)
+    http = openai.DefaultHttpxClient(transport=httpx.MockTransport(proxy))
+    with openai.OpenAI(base_url="http://proxy.test/v1", api_key="sk-test", http_client=http) as proxied:
+        with tokentrail.run("proxied"):
+            proxied.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert len(sim.served) == served + 1  # the upstream call was made, and is not in the ledger
+    [call] = recorded(db, run="proxied")
+    assert call["input_tokens"] == sim.served[-1].input_tokens
+
+
 def test_client_created_before_instrument_is_captured(tmp_path: Path, sim: Simulator) -> None:
     with openai.OpenAI(base_url=sim.url + "/v1", api_key="sk-test") as early:
         with tokentrail.instrument(tmp_path / "late.db"):

@@ -122,20 +122,30 @@ def _read_whole(exchange: _exchange.Exchange, response: Any) -> None:
         failed("capture.finish", exc)
 
 
-# The sync and async hooks differ only in ``await``. Sending is suppressed below them: an httpx
-# transport built on aiohttp or requests must not record the same attempt a second time (the
-# ContextVar is set directly: ``suppress()`` would cost a generator on every call).
+# The sync and async hooks differ only in ``await``. Sending is suppressed below them when the client
+# sends through anything but httpx's own connection pool: a transport built on aiohttp or requests
+# must not record the same attempt a second time, nor an app served in-process (``ASGITransport``, a
+# ``MockTransport`` handler) record its own upstream calls as more of the caller's. httpx's pool runs
+# no such code, so a client on it (the SDKs' default) is not suppressed: setting and resetting the
+# ContextVar costs ~3,200 instructions a call, and an LLM call made by an event hook is then recorded
+# as the call of its own that it is. (The ContextVar is set directly: ``suppress()`` would cost a
+# generator on every call.)
+
+
+def _pool_only(client: Any, pool: type) -> bool:
+    """Whether ``client`` sends every request through httpx's own connection pool (no mounts)."""
+    return not getattr(client, "_mounts", True) and type(getattr(client, "_transport", None)) is pool
 
 
 def _sync_send(original: Callable[..., Any], module: ModuleType) -> Callable[..., Any]:
-    library = module.__name__
+    library, pool = module.__name__, module.HTTPTransport
 
     def send(self: Any, request: Any, *, stream: bool = False, **kwargs: Any) -> Any:
         exchange = None if SUPPRESSED.get() else _begin(request, library)
         if exchange is None:
             return original(self, request, stream=stream, **kwargs)
         injected = _injected(module, request, exchange) if stream and inject.mode is not None else None
-        token = SUPPRESSED.set(True)
+        token = None if _pool_only(self, pool) else SUPPRESSED.set(True)
         try:
             response = original(self, request if injected is None else injected, stream=stream, **kwargs)
             if injected is not None and _rejected(response, request):
@@ -146,7 +156,8 @@ def _sync_send(original: Callable[..., Any], module: ModuleType) -> Callable[...
             _exchange.record_failure(exchange, exc)
             raise
         finally:
-            SUPPRESSED.reset(token)
+            if token is not None:
+                SUPPRESSED.reset(token)
         if stream or injected is not None:
             _finish(exchange, response, request, module, True, injected)
         else:
@@ -158,14 +169,14 @@ def _sync_send(original: Callable[..., Any], module: ModuleType) -> Callable[...
 
 
 def _async_send(original: Callable[..., Any], module: ModuleType) -> Callable[..., Any]:
-    library = module.__name__
+    library, pool = module.__name__, module.AsyncHTTPTransport
 
     async def send(self: Any, request: Any, *, stream: bool = False, **kwargs: Any) -> Any:
         exchange = None if SUPPRESSED.get() else _begin(request, library)
         if exchange is None:
             return await original(self, request, stream=stream, **kwargs)
         injected = _injected(module, request, exchange) if stream and inject.mode is not None else None
-        token = SUPPRESSED.set(True)
+        token = None if _pool_only(self, pool) else SUPPRESSED.set(True)
         try:
             response = await original(self, request if injected is None else injected, stream=stream, **kwargs)
             if injected is not None and _rejected(response, request):
@@ -176,7 +187,8 @@ def _async_send(original: Callable[..., Any], module: ModuleType) -> Callable[..
             _exchange.record_failure(exchange, exc)
             raise
         finally:
-            SUPPRESSED.reset(token)
+            if token is not None:
+                SUPPRESSED.reset(token)
         if stream or injected is not None:
             _finish(exchange, response, request, module, False, injected)
         else:
