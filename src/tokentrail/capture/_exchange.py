@@ -298,6 +298,8 @@ def open_exchange(found: Route, headers: Any, body: bytes | None, library: str, 
         parser, host, path, reads_headers, provider,
         # The openai SDK sends it third from the end of its 17 headers: 3 steps back instead of 15.
         header(headers, "x-stainless-retry-count", b"x-stainless-retry-count", True),  # from the end
-        body, library, _scope._current.get() or _scope.default_run(), callsite.capture_above(1 + own_frames),
+        # Outside any run: the default run as it is kept, a function call less once it exists.
+        body, library, _scope._current.get() or _scope._default_run or _scope.default_run(),
+        callsite.capture_above(1 + own_frames),
         time.perf_counter_ns(),
     )  # fmt: skip
