@@ -288,7 +288,9 @@ def test_threads_and_pools_keep_the_scope(db: Path, client: openai.OpenAI) -> No
 def test_asyncio_tasks_keep_their_own_scopes(db: Path, aclient: Callable[[], openai.AsyncOpenAI]) -> None:
     async def agent_task(client: openai.AsyncOpenAI, name: str) -> None:
         async with tokentrail.agent(name):
-            await asyncio.gather(*(client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES) for _ in range(2)))
+            await asyncio.gather(
+                *(client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES) for _ in range(2))
+            )
 
     async def main() -> None:
         async with aclient() as client, tokentrail.run("parallel"):

@@ -13,7 +13,7 @@ from itertools import islice
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from tokentrail._guard import failed, guard
+from tokentrail._guard import failed
 from tokentrail.capture._exchange import Deferred
 from tokentrail.wire._base import StreamOutcome, StreamParser
 

@@ -209,13 +209,12 @@ def insert_rows(db: sqlite3.Connection, rows: list[tuple[object, ...]]) -> None:
     binding ``None`` (~2,500 instructions a value, CPython 3.11), and a call's row typically has three
     or four (first-token time, cache-write count, anatomy). So is a column of `_LITERALS` that holds
     its usual value in every row (a first attempt, no flags): each text bound is copied by SQLite."""
-    columns = list(zip(*rows))
-    count = len(rows)
-    nones = (None,) * count
-    # == stops at the first value that differs
-    fixed = tuple(i for i in _FIXABLE if columns[i] == (nones if i not in _LITERALS else (_LITERALS[i][0],) * count))
+    columns = list(zip(*rows, strict=True))
+    nones = (None,) * len(rows)
+    usual = {i: (value,) * len(rows) for i, (value, _) in _LITERALS.items()}
+    fixed = tuple(i for i in _FIXABLE if columns[i] == usual.get(i, nones))  # == stops at the first that differs
     if fixed:
-        rows = list(zip(*(column for i, column in enumerate(columns) if i not in fixed)))
+        rows = list(zip(*(column for i, column in enumerate(columns) if i not in fixed), strict=True))
     for start in range(0, len(rows), ROWS_PER_INSERT):
         chunk = rows[start : start + ROWS_PER_INSERT]
         db.execute(_insert_statement(fixed, len(chunk)), list(chain.from_iterable(chunk)))
