@@ -3,8 +3,9 @@ as they pass, and in every case the caller's bytes unchanged and one exact recor
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +101,50 @@ def test_a_stream_closed_part_way_is_recorded_as_cancelled(db: Path) -> None:
         "counted",
     )
     assert record["flags"] == ["count_floor", "stream_incomplete"]
+
+
+class Replayable(httpx2.SyncByteStream, httpx2.AsyncByteStream):
+    """A stream that can be iterated again (in memory, as a mock or a replay is)."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = chunks
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self.chunks
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for chunk in self.chunks:
+            yield chunk
+
+
+@pytest.mark.parametrize("sync", [True, False], ids=["sync", "async"])
+def test_a_pass_over_a_finished_stream_is_not_recorded_again(db: Path, sync: bool) -> None:
+    # openai 3.x drains an async stream after its end by iterating `response.stream` again: what a
+    # re-iterable stream yields then is passed through, not fed to the record a second time.
+    chunks = [*events(3)[:3], b"data: [DONE]\n\n"]  # no usage: the output is counted from the text
+
+    def handler(request: Any) -> httpx2.Response:
+        return httpx2.Response(200, headers={"content-type": "text/event-stream"}, stream=Replayable(chunks))
+
+    body = {"model": "gpt-4o-mini", "stream": True}
+    with tokentrail.run(f"replayed-{sync}"):
+        if sync:
+            with httpx2.Client(transport=httpx2.MockTransport(handler)) as http:
+                with http.stream("POST", URL, json=body) as response:
+                    passes = [list(response.iter_raw()), list(response.stream)]
+        else:
+
+            async def both() -> list[list[bytes]]:
+                async with httpx2.AsyncClient(transport=httpx2.MockTransport(handler)) as http:
+                    async with http.stream("POST", URL, json=body) as response:
+                        return [[c async for c in response.aiter_raw()], [c async for c in response.stream]]
+
+            passes = asyncio.run(both())
+    assert passes == [chunks, chunks]
+    [record] = recorded(db, run=f"replayed-{sync}")
+    counted = count_text("w0 w1 w2 ", "gpt-4o-mini")
+    assert counted is not None
+    assert (record["status"], record["output_tokens"], record["output_source"]) == ("ok", counted.tokens, "counted")
 
 
 def test_a_failure_while_keeping_chunks_leaves_the_stream_intact(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:

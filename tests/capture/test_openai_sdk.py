@@ -15,6 +15,7 @@ import pytest
 
 import tokentrail
 from tests.conftest import recorded
+from tokentrail.enrich.count import count_text
 from tokentrail.sim import Simulator
 
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name three rivers."}]
@@ -185,6 +186,35 @@ def test_abandoned_stream_is_recorded_when_collected(db: Path, client: openai.Op
     gc.collect()
     calls = recorded(db, run="abandoned")
     assert len(calls) == 1 and calls[0]["status"] in ("cancelled", "ok")
+
+
+def test_an_async_stream_drained_again_by_the_sdk_is_recorded_once(db: Path) -> None:
+    # openai 3.x iterates an async stream's raw bytes again after its end (`drain_response_async`);
+    # a stream that can be read twice (in memory, a mock, a replay) must not be counted twice.
+    from tests.capture._clients import http, mock_async_client
+
+    chunk = b'data: {"id":"c1","model":"gpt-4o-mini","choices":[{"index":0,"delta":{"content":"%s"}}]}\n\n'
+    chunks = [chunk % b"one ", chunk % b"two", b"data: [DONE]\n\n"]  # no usage: the output is counted
+
+    class Replayable(http.AsyncByteStream):  # type: ignore[misc,name-defined]
+        async def __aiter__(self) -> Any:
+            for c in chunks:
+                yield c
+
+    def handler(request: Any) -> Any:
+        return http.Response(200, headers={"content-type": "text/event-stream"}, stream=Replayable())
+
+    async def main() -> str:
+        async with mock_async_client(handler) as client:
+            stream = await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)
+            return "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+
+    with tokentrail.run("drained"):
+        assert asyncio.run(main()) == "one two"
+    [call] = recorded(db, run="drained")
+    counted = count_text("one two", "gpt-4o-mini")
+    assert counted is not None
+    assert (call["status"], call["output_tokens"], call["output_source"]) == ("ok", counted.tokens, "counted")
 
 
 def test_network_error_is_recorded(db: Path) -> None:

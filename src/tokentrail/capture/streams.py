@@ -36,6 +36,7 @@ class _Observer:
     _exchange: Exchange | None
     _parser: StreamParser
     _first: bool
+    _iterated: bool
 
     def _first_chunk(self) -> None:
         self._first = False
@@ -79,12 +80,22 @@ def stream_classes(module: ModuleType) -> tuple[type, type]:
         return _classes[name]
 
     class ObservedStream(_Observer, module.SyncByteStream):  # type: ignore[misc,name-defined]
-        __slots__ = ("_exchange", "_first", "_inner", "_parser")
+        __slots__ = ("_exchange", "_first", "_inner", "_iterated", "_parser")
 
         def __init__(self, inner: Any, exchange: Exchange, parser: StreamParser) -> None:
-            self._inner, self._exchange, self._parser, self._first = inner, exchange, parser, True
+            self._inner, self._exchange, self._parser = inner, exchange, parser
+            self._first, self._iterated = True, False
 
         def __iter__(self) -> Iterator[bytes]:
+            # Only the first pass is the call's. openai 3.x drains an async stream after the SDK stopped
+            # at [DONE] by iterating it again: a stream that can be read twice (in memory, a mock, a
+            # replay) starts over, and its second copy must not be counted.
+            if self._iterated or self._exchange is None:
+                return iter(self._inner)
+            self._iterated = True
+            return self._observed()
+
+        def _observed(self) -> Iterator[bytes]:
             outcome = StreamOutcome.CLOSED_EARLY
             error: BaseException | None = None
             chunks = iter(self._inner)
@@ -141,12 +152,19 @@ def stream_classes(module: ModuleType) -> tuple[type, type]:
                 self._finish(StreamOutcome.CLOSED_EARLY)
 
     class ObservedAsyncStream(_Observer, module.AsyncByteStream):  # type: ignore[misc,name-defined]
-        __slots__ = ("_exchange", "_first", "_inner", "_parser")
+        __slots__ = ("_exchange", "_first", "_inner", "_iterated", "_parser")
 
         def __init__(self, inner: Any, exchange: Exchange, parser: StreamParser) -> None:
-            self._inner, self._exchange, self._parser, self._first = inner, exchange, parser, True
+            self._inner, self._exchange, self._parser = inner, exchange, parser
+            self._first, self._iterated = True, False
 
-        async def __aiter__(self) -> AsyncIterator[bytes]:
+        def __aiter__(self) -> AsyncIterator[bytes]:
+            if self._iterated or self._exchange is None:  # as in the sync wrapper's ``__iter__``
+                return aiter(self._inner)
+            self._iterated = True
+            return self._observed()
+
+        async def _observed(self) -> AsyncIterator[bytes]:
             outcome = StreamOutcome.CLOSED_EARLY
             error: BaseException | None = None
             chunks = aiter(self._inner)
