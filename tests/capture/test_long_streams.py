@@ -4,7 +4,9 @@ as they pass, and in every case the caller's bytes unchanged and one exact recor
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -145,6 +147,42 @@ def test_a_pass_over_a_finished_stream_is_not_recorded_again(db: Path, sync: boo
     counted = count_text("w0 w1 w2 ", "gpt-4o-mini")
     assert counted is not None
     assert (record["status"], record["output_tokens"], record["output_source"]) == ("ok", counted.tokens, "counted")
+
+
+def test_an_async_reader_that_stops_at_done_leaves_no_more_to_finalise(db: Path) -> None:
+    # The openai SDK stops reading at [DONE] and closes the response. The async generators it leaves
+    # suspended are finalised by asyncio, each with a task woken through the loop's self-pipe: closing
+    # the response closes tokentrail's pass and its reader, so capture leaves none more than without.
+    chunks = events(2)
+
+    def handler(request: Any) -> httpx2.Response:
+        return httpx2.Response(200, headers={"content-type": "text/event-stream"}, stream=Replayable(chunks))
+
+    async def read_to_done(finalised: list[str]) -> None:
+        hooks = sys.get_asyncgen_hooks()
+
+        def finalizer(agen: Any) -> None:
+            finalised.append(agen.__qualname__)
+            hooks.finalizer(agen)
+
+        sys.set_asyncgen_hooks(firstiter=hooks.firstiter, finalizer=finalizer)
+        async with httpx2.AsyncClient(transport=httpx2.MockTransport(handler)) as http:
+            async with http.stream("POST", URL, json={"model": "gpt-4o-mini", "stream": True}) as response:
+                async for chunk in response.aiter_raw():
+                    if b"[DONE]" in chunk:
+                        break
+        gc.collect()
+        await asyncio.sleep(0)  # the finalising tasks run
+
+    with tokentrail.run("stops-at-done"):
+        with_capture: list[str] = []
+        asyncio.run(read_to_done(with_capture))
+        [record] = recorded(db, run="stops-at-done")
+        tokentrail.uninstrument()
+        without: list[str] = []
+        asyncio.run(read_to_done(without))
+    assert sorted(with_capture) == sorted(without)
+    assert (record["status"], record["input_tokens"], record["output_tokens"]) == ("ok", 11, 7)
 
 
 def test_a_failure_while_keeping_chunks_leaves_the_stream_intact(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:

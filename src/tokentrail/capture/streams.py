@@ -7,8 +7,10 @@ garbage collection of a stream nobody closed (STYLE.md §6).
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+import weakref
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from itertools import islice
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -152,17 +154,19 @@ def stream_classes(module: ModuleType) -> tuple[type, type]:
                 self._finish(StreamOutcome.CLOSED_EARLY)
 
     class ObservedAsyncStream(_Observer, module.AsyncByteStream):  # type: ignore[misc,name-defined]
-        __slots__ = ("_exchange", "_first", "_inner", "_iterated", "_parser")
+        __slots__ = ("_exchange", "_first", "_inner", "_parser", "_pass")
 
         def __init__(self, inner: Any, exchange: Exchange, parser: StreamParser) -> None:
-            self._inner, self._exchange, self._parser = inner, exchange, parser
-            self._first, self._iterated = True, False
+            self._inner, self._exchange, self._parser, self._first = inner, exchange, parser, True
+            self._pass: weakref.ref[AsyncGenerator[bytes, None]] | None = None
+            """The observing pass (by weak reference: it refers to this stream), once one started."""
 
         def __aiter__(self) -> AsyncIterator[bytes]:
-            if self._iterated or self._exchange is None:  # as in the sync wrapper's ``__iter__``
+            if self._pass is not None or self._exchange is None:  # as in the sync wrapper's ``__iter__``
                 return aiter(self._inner)
-            self._iterated = True
-            return self._observed()
+            observed = self._observed()
+            self._pass = weakref.ref(observed)
+            return observed
 
         async def _observed(self) -> AsyncIterator[bytes]:
             outcome = StreamOutcome.CLOSED_EARLY
@@ -211,12 +215,27 @@ def stream_classes(module: ModuleType) -> tuple[type, type]:
                 raise
             finally:
                 self._finish(outcome, error)
+                if outcome is StreamOutcome.CLOSED_EARLY and isinstance(chunks, AsyncGenerator):
+                    await chunks.aclose()  # as httpx's own streams close the reader they leave
 
         async def aclose(self) -> None:
             try:
                 await self._inner.aclose()
             finally:
                 self._finish(StreamOutcome.CLOSED_EARLY)
+                # A pass its reader left suspended (the openai SDK stops at [DONE]) is closed here: left
+                # to the collector, asyncio would finalise it with a task of its own, scheduled through
+                # the loop's self-pipe (a system call), on every stream.
+                observed = self._pass() if self._pass is not None else None
+                if observed is not None and observed.ag_frame is not None:
+                    try:
+                        await observed.aclose()
+                    except RuntimeError:  # being read right now, by another task: it ends on its own
+                        pass
+                    except Exception as exc:  # the reader's own error, where its finalising task would report it
+                        asyncio.get_running_loop().call_exception_handler(
+                            {"message": "closing a stream's reader failed", "exception": exc}
+                        )
 
     _classes[name] = (ObservedStream, ObservedAsyncStream)
     return _classes[name]
