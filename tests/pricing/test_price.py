@@ -168,6 +168,22 @@ def test_prices_that_change_with_the_time_of_the_call() -> None:
     assert off.amount < peak.amount
 
 
+@pytest.mark.parametrize("day", [datetime(2026, 3, 12, 23, 0, tzinfo=UTC), datetime(2026, 3, 13, 0, 0, tzinfo=UTC)])
+def test_a_price_that_changed_on_a_date_applies_from_that_date(day: datetime) -> None:
+    # claude-sonnet-4-6's long-context tier ended on 2026-03-13 (UTC): a 250k-token prompt costs
+    # what genai-prices says on each side of the change, through the integer path after it.
+    usage = Usage(input_tokens=250_000, output_tokens=2_000, cache_read_tokens=50_000)
+    call = record("anthropic", "claude-sonnet-4-6", usage, api="anthropic.messages",
+                  started_ns=int(day.timestamp()) * 10**9)  # fmt: skip
+    pricing.price(call)  # the model's first call finds its rates
+    got = pricing.price(call)
+    theirs = GUsage(input_tokens=250_000, output_tokens=2_000, cache_read_tokens=50_000)
+    want = genai_prices.calc_price(theirs, model_ref="claude-sonnet-4-6", provider_id="anthropic",
+                                   genai_request_timestamp=day).total_price  # fmt: skip
+    assert got is not None and got.amount == want
+    assert (got.pico is not None) == (day.day == 13), "after the change: the integer path"
+
+
 def test_every_per_token_price_in_the_table_matches_genai_prices() -> None:
     """Our cached arithmetic against genai-prices' calculation, for every model it prices per token."""
     from genai_prices.types import Usage as U

@@ -10,7 +10,7 @@ from typing import Any
 from tokentrail.errors import ConfigError
 from tokentrail.pricing import overrides as _overrides
 from tokentrail.pricing import table
-from tokentrail.pricing.rates import Breakdown, PicoRates, Rates, amount, cost, pico_rates, pico_total
+from tokentrail.pricing.rates import Breakdown, PicoTiers, Rates, amount, cost, pico_tiers, pico_total
 from tokentrail.records import CallRecord, Cost
 from tokentrail.usage import Usage
 
@@ -22,9 +22,10 @@ _config_error: ConfigError | None = None
 # (provider, model, requested model) → what prices them: override Rates, a table Entry, or None.
 _resolved: dict[tuple[str, str | None, str | None], Rates | table.Entry | None] = {}
 _unknown_logged: set[tuple[str, str | None]] = set()
-_fixed: dict[tuple[str, str | None, str | None], tuple[PicoRates, str]] = {}
-"""The same keys, for models whose rates do not change with time and that integers price exactly:
-(pico-dollars per token, price version). The per-call path: one lookup, integer arithmetic."""
+_fixed: dict[tuple[str, str | None, str | None], tuple[PicoTiers, str, int]] = {}
+"""The same keys, for models whose rates do not change with time (or not since a date) and that
+integers price exactly: (pico-dollars per token, price version, wall-clock ns from which they hold).
+The per-call path: one lookup, integer arithmetic."""
 
 
 def configure(prices: str | os.PathLike[str] | None = None) -> _overrides.Overrides:
@@ -88,12 +89,15 @@ def _resolve(provider: str, model: str | None, requested: str | None) -> Rates |
                     found = table.Entry(*hit)
                     break
     _resolved[(provider, model, requested)] = found
-    # Rates that do not change with the call's time (an override; nearly every table entry) and
-    # that integers price exactly also go to `_fixed`, the per-call path.
-    fixed = found.fixed if type(found) is table.Entry else found
-    per_token = None if fixed is None else pico_rates(fixed)
+    # Rates that do not change with the call's time (an override; nearly every table entry), or not
+    # since a date, and that integers price exactly also go to `_fixed`, the per-call path.
+    if type(found) is table.Entry:
+        fixed, since = (found.fixed, 0) if found.fixed is not None else (found.latest, found.latest_from_ns)
+    else:
+        fixed, since = found, 0
+    per_token = None if fixed is None else pico_tiers(fixed)
     if per_token is not None:
-        _fixed[(provider, model, requested)] = (per_token, fixed.source)
+        _fixed[(provider, model, requested)] = (per_token, fixed.source, since)  # type: ignore[union-attr]
     return found
 
 
@@ -149,8 +153,10 @@ def price_of(
 ) -> Cost | None:
     """`price` from the record's parts, for the pipeline that prices a record before building it."""
     fixed = _fixed.get((provider, model, requested))
-    if fixed is not None:  # the common case: one lookup, integers, several times cheaper than Decimal
-        pico = pico_total(fixed[0], usage)
+    if fixed is not None and started_ns >= fixed[2]:  # the common case: integers, ~4× cheaper than Decimal
+        per_token = fixed[0].at(usage.input_tokens)
+        hour = _cache_write_1h(raw_usage, api) if per_token[5] is not None and usage.cache_write_tokens else None
+        pico = pico_total(per_token, usage, hour)
         if pico is not None:
             return Cost(pico=pico, price_version=fixed[1])
     rates_ = _rates(provider, model, requested, started_ns)

@@ -7,6 +7,7 @@ includes the reasoning tokens.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, overload
@@ -148,31 +149,48 @@ def cost(rates: Rates, usage: Usage, *, cache_write_1h_tokens: int | None = None
     )
 
 
-def pico_amount(rates: Rates, usage: Usage) -> int | None:
-    """`amount` in integer pico-dollars, for rates that integers price exactly (flat rates with at most
-    six decimals per million tokens, i.e. whole pico-dollars per token: every rate the shipped table
-    holds); ``None`` when they cannot, or when `amount` would be ``None``. The ledger's per-call path:
-    integer arithmetic, no `Decimal` until the stored text."""
-    per_token = pico_rates(rates)
-    return None if per_token is None else pico_total(per_token, usage)
+def pico_amount(rates: Rates, usage: Usage, *, cache_write_1h_tokens: int | None = None) -> int | None:
+    """`amount` in integer pico-dollars, for rates that integers price exactly (rates with at most six
+    decimals per million tokens, i.e. whole pico-dollars per token: every rate the shipped table
+    holds; flat or tiered); ``None`` when they cannot, or when `amount` would be ``None``. The
+    ledger's per-call path: integer arithmetic, no `Decimal` until the stored text."""
+    tiers = pico_tiers(rates)
+    if tiers is None:
+        return None
+    return pico_total(tiers.at(usage.input_tokens), usage, cache_write_1h_tokens)
 
 
-PicoRates = tuple[int, int, int, "int | None", "int | None"]
-"""Pico-dollars per token of (input, cache read, cache write, output, reasoning)."""
+PicoRates = tuple[int, int, int, "int | None", "int | None", "int | None"]
+"""Pico-dollars per token of (input, cache read, cache write, output, reasoning, 1-hour cache write)."""
 
 
-def pico_rates(rates: Rates) -> PicoRates | None:
-    """``rates`` as `PicoRates`, or ``None`` when integers cannot price them exactly (once per object)."""
-    flat = _flat.get(id(rates))
-    if flat is None or flat[0] is not rates:
-        flat = _flat[id(rates)] = (rates, _pico_rates(rates))
-    return flat[1]
+class PicoTiers(tuple[tuple[int, ...], tuple[PicoRates, ...]]):
+    """`PicoRates` by prompt size: (the input sizes where a tier starts, sorted; the rates up to the
+    first start, then past each). One entry, no starts, for flat rates."""
+
+    __slots__ = ()
+
+    def at(self, input_tokens: int | None) -> PicoRates:
+        """The rates of a call with ``input_tokens`` (past a start, every token pays that tier's rate)."""
+        starts, by_tier = self
+        if not starts or input_tokens is None:
+            return by_tier[0]
+        return by_tier[bisect_left(starts, input_tokens)]
 
 
-def pico_total(per_token: PicoRates, usage: Usage) -> int | None:
-    """What ``usage`` costs at ``per_token``, in pico-dollars; ``None`` when a count it needs is unknown."""
+def pico_tiers(rates: Rates) -> PicoTiers | None:
+    """``rates`` as `PicoTiers`, or ``None`` when integers cannot price them exactly (once per object)."""
+    known = _pico.get(id(rates))
+    if known is None or known[0] is not rates:
+        known = _pico[id(rates)] = (rates, _pico_tiers(rates))
+    return known[1]
+
+
+def pico_total(per_token: PicoRates, usage: Usage, cache_write_1h_tokens: int | None = None) -> int | None:
+    """What ``usage`` costs at ``per_token``, in pico-dollars; ``None`` when a count it needs is unknown.
+    ``cache_write_1h_tokens``: how many of the cache writes were 1-hour writes (Anthropic)."""
     inp, out = usage.input_tokens, usage.output_tokens
-    p_in, p_read, p_write, p_out, p_reason = per_token
+    p_in, p_read, p_write, p_out, p_reason, p_write_1h = per_token
     if inp is None or (out is None and p_out is not None):
         return None
     read = usage.cache_read_tokens or 0
@@ -180,7 +198,12 @@ def pico_total(per_token: PicoRates, usage: Usage) -> int | None:
     plain = inp - read - write
     if plain < 0:
         return None
-    total = p_in * plain + p_read * read + p_write * write
+    total = p_in * plain + p_read * read
+    if write:
+        hour = min(cache_write_1h_tokens or 0, write) if p_write_1h is not None else 0
+        total += p_write * (write - hour)
+        if hour:
+            total += p_write_1h * hour  # type: ignore[operator]
     if out and p_out is not None:
         reasoning = min(usage.reasoning_tokens or 0, out) if p_reason is not None else 0
         total += p_out * (out - reasoning)
@@ -189,19 +212,29 @@ def pico_total(per_token: PicoRates, usage: Usage) -> int | None:
     return total
 
 
-_flat: dict[int, tuple[Rates, PicoRates | None]] = {}
-"""`_pico_rates` per `Rates` object (by id, the object kept with it: rates are few and long-lived)."""
+_pico: dict[int, tuple[Rates, PicoTiers | None]] = {}
+"""`_pico_tiers` per `Rates` object (by id, the object kept with it: rates are few and long-lived)."""
 
 
-def _pico_rates(rates: Rates) -> PicoRates | None:
-    """Pico-dollars per token of (input, cache read, cache write, output, reasoning), or ``None`` when
-    a rate is tiered, the model has a per-request fee or 1-hour cache writes, or a rate is not a whole
-    number of pico-dollars per token."""
-    if rates.per_request is not None or rates.cache_write_1h is not None:
+def _pico_tiers(rates: Rates) -> PicoTiers | None:
+    """`PicoTiers` of ``rates``, or ``None`` when the model has a per-request fee or a rate is not a
+    whole number of pico-dollars per token."""
+    if rates.per_request is not None:
         return None
-    kinds = (rates.input, rates.cache_read, rates.cache_write, rates.output, rates.reasoning)
-    if any(rate is not None and type(rate) is not Decimal for rate in kinds):
-        return None
+    kinds = (rates.input, rates.cache_read, rates.cache_write, rates.output, rates.reasoning, rates.cache_write_1h)
+    starts = sorted({start for rate in kinds if type(rate) is Tiered for start, _ in rate.tiers})
+    by_tier = []
+    for size in (0, *(start + 1 for start in starts)):  # a prompt size inside each tier
+        flat = _pico_flat([_at(rate, size) for rate in kinds])
+        if flat is None:
+            return None
+        by_tier.append(flat)
+    return PicoTiers((tuple(starts), tuple(by_tier)))
+
+
+def _pico_flat(kinds: list[Decimal | None]) -> PicoRates | None:
+    """(input, cache read, cache write, output, reasoning, 1-hour cache write) per million tokens in
+    pico-dollars per token, the fallbacks of `_scaled` applied; ``None`` if one is not whole."""
     per_token: list[int | None] = []
     for rate in kinds:
         if rate is None:
@@ -211,9 +244,10 @@ def _pico_rates(rates: Rates) -> PicoRates | None:
         if pico != pico.to_integral_value():
             return None
         per_token.append(int(pico))
-    p_in, p_read, p_write, p_out, p_reason = per_token
+    p_in, p_read, p_write, p_out, p_reason, p_write_1h = per_token
     assert p_in is not None
-    return p_in, p_in if p_read is None else p_read, p_in if p_write is None else p_write, p_out, p_reason
+    p_write = p_in if p_write is None else p_write
+    return p_in, p_in if p_read is None else p_read, p_write, p_out, p_reason, p_write_1h
 
 
 def amount(rates: Rates, usage: Usage, *, cache_write_1h_tokens: int | None = None) -> Decimal | None:

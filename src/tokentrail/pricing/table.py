@@ -14,6 +14,7 @@ Lookups and rate conversions are cached per (provider, model): computing genai-p
 from __future__ import annotations
 
 import functools
+import time
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -147,23 +148,34 @@ def to_rates(price: ModelPrice, model: ModelInfo, provider: Provider) -> Rates |
 class Entry:
     """One (provider, model) resolved against the table; rates by call time when prices change with it."""
 
-    __slots__ = ("_by_price", "fixed", "model", "provider")
+    __slots__ = ("_by_price", "fixed", "latest", "latest_from_ns", "model", "provider")
 
     def __init__(self, provider: Provider, model: ModelInfo) -> None:
-        from genai_prices.types import ModelPrice
+        from genai_prices.types import ModelPrice, StartDateConstraint
 
         self.provider = provider
         self.model = model
         self.fixed: Rates | None = None
         """The rates, when they do not depend on the date or time of the call (nearly always)."""
+        self.latest: Rates | None = None
+        """For prices that changed on a date: the rates since the last change, in force from
+        `latest_from_ns` (wall-clock ns) on. (The table's last conditional price wins when it applies.)"""
+        self.latest_from_ns = 0
         self._by_price: dict[int, tuple[ModelPrice, Rates | None]] = {}
-        if isinstance(model.prices, ModelPrice):
-            self.fixed = to_rates(model.prices, model, provider)
+        prices = model.prices
+        if isinstance(prices, ModelPrice):
+            self.fixed = to_rates(prices, model, provider)
+        elif prices and type(prices[-1].constraint) is StartDateConstraint:
+            day = prices[-1].constraint.start_date  # a UTC date, as genai-prices compares it
+            self.latest = to_rates(prices[-1].prices, model, provider)
+            self.latest_from_ns = int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()) * 10**9
 
     def rates(self, started_ns: int = 0) -> Rates | None:
         """The rates in force when the call started (``started_ns``: wall-clock ns; 0 for now)."""
         if self.fixed is not None or not isinstance(self.model.prices, list):
             return self.fixed
+        if self.latest is not None and (started_ns or time.time_ns()) >= self.latest_from_ns:
+            return self.latest
         # Conditional prices: price changes from a date on, or DeepSeek's off-peak hours.
         at = datetime.fromtimestamp(started_ns / 1e9, UTC) if started_ns else datetime.now(UTC)
         price = self.model.get_prices(at)
