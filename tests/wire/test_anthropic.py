@@ -124,7 +124,7 @@ def test_input_is_uncached_plus_cache_read_plus_cache_write() -> None:
     assert result.usage.total_tokens == 5243
     assert (result.provenance, result.flags, result.complete) == (REPORTED, frozenset(), True)
     assert (result.model, result.response_id) == (MODEL, "msg_013Zva2CMHLNnXjNJJKqJ2EF")
-    assert result.raw_usage == usage
+    assert result.usage_object() == usage  # kept as its JSON text by the fast lane
 
 
 def test_without_cache_fields_the_cache_counts_are_unknown() -> None:
@@ -158,7 +158,7 @@ def test_server_tool_counts_and_tier_are_kept_raw_not_counted() -> None:
     }
     result = MESSAGES.parse(body(usage))
     assert result.usage == Usage(input_tokens=6039, output_tokens=931, cache_read_tokens=0, cache_write_tokens=0)
-    assert result.raw_usage == usage
+    assert result.usage_object() == usage
     assert result.flags == frozenset()
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tokentrail.wire import openai_chat
+from tokentrail.wire import anthropic_messages, openai_chat
 from tokentrail.wire._base import request_info, top_level
 
 COUNTS = st.one_of(
@@ -124,3 +125,87 @@ def test_a_whole_stream_with_an_error_event_reads_as_event_by_event() -> None:
                 assert not done  # only a stream without [DONE] needs the event-by-event reading
                 continue
             assert whole == expected
+
+
+ANTHROPIC_TOP = st.sampled_from(
+    ["input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "service_tier",
+     "server_tool_use", "inference_geo", "total_tokens"]
+)  # fmt: skip
+TTL_KEYS = st.sampled_from(["ephemeral_5m_input_tokens", "ephemeral_1h_input_tokens", "ephemeral_24h_input_tokens"])
+
+
+@st.composite
+def anthropic_usages(draw: st.DrawFn) -> Any:
+    usage: dict[str, Any] = {}
+    if draw(st.booleans()):  # mostly consistent, as the API sends it
+        usage.update(input_tokens=draw(st.integers(0, 10**6)), output_tokens=draw(st.integers(0, 10**6)))
+        usage.update(cache_creation_input_tokens=draw(st.integers(0, 10**5)), cache_read_input_tokens=0)
+    usage.update(draw(st.dictionaries(ANTHROPIC_TOP, COUNTS, max_size=3)))
+    if draw(st.booleans()):
+        usage["cache_creation"] = draw(st.one_of(st.none(), COUNTS, st.dictionaries(TTL_KEYS, COUNTS, max_size=2)))
+    if draw(st.booleans()):
+        usage["output_tokens_details"] = draw(
+            st.one_of(st.none(), st.dictionaries(st.sampled_from(["thinking_tokens", "x"]), COUNTS, max_size=2))
+        )
+    return draw(st.one_of(st.just(usage), st.none(), st.integers(), st.lists(st.integers(), max_size=2)))
+
+
+@given(
+    usage=anthropic_usages(),
+    model=st.one_of(st.none(), st.text(max_size=5), st.integers()),
+    response_id=st.one_of(st.none(), st.text(max_size=5), st.integers()),
+    omit=st.sets(st.sampled_from(["usage", "model", "id"])),
+)
+def test_anthropic_fast_parse_agrees_with_the_general_parser(
+    usage: Any, model: Any, response_id: Any, omit: set[str]
+) -> None:
+    obj = {"id": response_id, "type": "message", "model": model, "content": [], "usage": usage}
+    body = json.dumps({k: v for k, v in obj.items() if k not in omit}).encode()
+    fast = anthropic_messages.fast_parse(body)
+    if fast is None:
+        return  # declined: the general parser reads it
+    assert fast == anthropic_messages.message_call(json.loads(body))
+
+
+BASE = {"input_tokens": 100, "output_tokens": 30, "cache_creation_input_tokens": 40, "cache_read_input_tokens": 20}
+
+
+@pytest.mark.parametrize(
+    "usage",
+    [
+        {**BASE, "output_tokens_details": {"thinking_tokens": 31}},  # more thinking than output
+        {**BASE, "cache_creation": {"ephemeral_5m_input_tokens": 41}},  # parts over the whole
+        {**BASE, "cache_creation": {"ephemeral_5m_input_tokens": 30, "ephemeral_1h_input_tokens": 11}},
+        {**BASE, "cache_creation": 40},
+        {**BASE, "cache_creation": {"ephemeral_5m_input_tokens": -1}},
+        {**BASE, "cache_creation_input_tokens": None, "cache_creation": {"ephemeral_5m_input_tokens": 7}},
+        {**BASE, "input_tokens": None},
+        {**BASE, "output_tokens": True},
+        {k: v for k, v in BASE.items() if k != "input_tokens"},
+        {**BASE, "total_tokens": 190},
+    ],
+)
+def test_the_anthropic_fast_lane_declines_or_agrees_at_the_edges(usage: dict[str, Any]) -> None:
+    body = json.dumps({"id": "msg_1", "model": "claude-x", "content": [], "usage": usage}).encode()
+    fast = anthropic_messages.fast_parse(body)
+    assert fast is None or fast == anthropic_messages.message_call(json.loads(body))
+
+
+def test_the_anthropic_fast_lane_takes_the_documented_shape() -> None:
+    usage = {
+        "input_tokens": 100, "cache_creation_input_tokens": 40, "cache_read_input_tokens": 20,
+        "cache_creation": {"ephemeral_5m_input_tokens": 40, "ephemeral_1h_input_tokens": 0},
+        "output_tokens": 30, "output_tokens_details": {"thinking_tokens": 12},
+        "server_tool_use": {"web_search_requests": 1}, "service_tier": "standard", "inference_geo": "us",
+    }  # fmt: skip
+    # A tool_use block may hold keys named like the top-level ones: only the top level is read.
+    content = [{"type": "tool_use", "id": "toolu_1", "name": "t", "input": {"model": "x", "usage": {"a": 1}}}]
+    body = json.dumps({"id": "msg_1", "type": "message", "model": "claude-sonnet-4-6", "content": content,
+                       "usage": usage}).encode()  # fmt: skip
+    fast = anthropic_messages.fast_parse(body)
+    assert fast is not None and fast == anthropic_messages.message_call(json.loads(body))
+    assert (fast.usage.input_tokens, fast.usage.reasoning_tokens, fast.model) == (160, 12, "claude-sonnet-4-6")
+    assert fast.raw_usage is None and fast.usage_object() == usage  # kept as its JSON text
+    # 1-hour cache writes are priced from the raw usage object: the general way reads them.
+    usage["cache_creation"] = {"ephemeral_5m_input_tokens": 10, "ephemeral_1h_input_tokens": 30}
+    assert anthropic_messages.fast_parse(json.dumps({"usage": usage}).encode()) is None
