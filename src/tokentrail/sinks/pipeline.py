@@ -228,8 +228,9 @@ def build(exchange: Exchange) -> CallRecord:
     info = parser.parse_request(exchange.body_sent or b"")
     from_path, from_headers, refine = _parser_traits.get(parser) or _traits(parser)
     if from_path is not None:  # Gemini and Bedrock name the model (and streaming) in the path
-        in_path = from_path(exchange.path)
-        info = RequestInfo(model=info.model or in_path.model, stream=info.stream or in_path.stream)
+        in_path = _in_path.get((parser, exchange.path)) or _path_info(parser, from_path, exchange.path)
+        info = in_path if not (info.model or info.stream) else RequestInfo(
+            model=info.model or in_path.model, stream=info.stream or in_path.stream)  # fmt: skip
     status_code = exchange.status_code
     error = type(exchange.error).__name__ if exchange.error is not None else None
 
@@ -307,6 +308,19 @@ def _traits(parser: Any) -> tuple[Any, Any, Any]:
         getattr(parser, name, None) for name in ("request_from_path", "usage_from_headers", "refine")
     )
     return found  # type: ignore[return-value]
+
+
+def _path_info(parser: Any, from_path: Callable[[str], RequestInfo], path: str) -> RequestInfo:
+    """``from_path(path)``, remembered: a program calls a few models, and reading one from its path
+    cost ~10,000 instructions a record (Gemini)."""
+    if len(_in_path) >= 4096:
+        _in_path.clear()
+    found = _in_path[(parser, path)] = from_path(path)
+    return found
+
+
+_in_path: dict[tuple[Any, str], RequestInfo] = {}
+"""`_path_info` by (parser, path): a `RequestInfo` is immutable, so records share it."""
 
 
 _parser_traits: dict[Any, tuple[Any, Any, Any]] = {}
