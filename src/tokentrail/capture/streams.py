@@ -38,7 +38,6 @@ class _Observer:
     _exchange: Exchange | None
     _parser: StreamParser
     _first: bool
-    _iterated: bool
 
     def _first_chunk(self) -> None:
         self._first = False
