@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tokentrail.wire import anthropic_messages, openai_chat
+from tokentrail.wire import anthropic_messages, gemini, openai_chat
 from tokentrail.wire._base import request_info, top_level
 
 COUNTS = st.one_of(
@@ -209,3 +209,85 @@ def test_the_anthropic_fast_lane_takes_the_documented_shape() -> None:
     # 1-hour cache writes are priced from the raw usage object: the general way reads them.
     usage["cache_creation"] = {"ephemeral_5m_input_tokens": 10, "ephemeral_1h_input_tokens": 30}
     assert anthropic_messages.fast_parse(json.dumps({"usage": usage}).encode()) is None
+
+
+GEMINI_COUNTS = st.sampled_from(
+    ["promptTokenCount", "candidatesTokenCount", "totalTokenCount", "cachedContentTokenCount",
+     "toolUsePromptTokenCount", "thoughtsTokenCount", "trafficType", "serviceTier"]
+)  # fmt: skip
+GEMINI_DETAILS = st.sampled_from(
+    ["promptTokensDetails", "cacheTokensDetails", "candidatesTokensDetails", "toolUsePromptTokensDetails"]
+)
+DETAIL = st.fixed_dictionaries({}, optional={"modality": st.sampled_from(["TEXT", "IMAGE"]), "tokenCount": COUNTS})
+
+
+@st.composite
+def gemini_usages(draw: st.DrawFn) -> Any:
+    usage: dict[str, Any] = {}
+    if draw(st.booleans()):  # mostly consistent, as the API sends it (zeros omitted: proto3)
+        p, c, t = draw(st.integers(0, 10**6)), draw(st.integers(0, 10**6)), draw(st.integers(0, 10**4))
+        usage.update(promptTokenCount=p, candidatesTokenCount=c, thoughtsTokenCount=t, totalTokenCount=p + c + t)
+        usage["promptTokensDetails"] = [{"modality": "TEXT", "tokenCount": draw(st.integers(0, p + 1))}]
+        for key in draw(st.sets(st.sampled_from(["candidatesTokenCount", "thoughtsTokenCount"]))):
+            usage.pop(key)
+    usage.update(draw(st.dictionaries(GEMINI_COUNTS, COUNTS, max_size=3)))
+    usage.update(draw(st.dictionaries(GEMINI_DETAILS, st.one_of(st.none(), COUNTS, st.lists(DETAIL, max_size=2)),
+                                      max_size=2)))  # fmt: skip
+    return draw(st.one_of(st.just(usage), st.none(), st.integers(), st.lists(st.integers(), max_size=2)))
+
+
+@given(
+    usage=gemini_usages(),
+    model=st.one_of(st.none(), st.text(max_size=5), st.integers()),
+    response_id=st.one_of(st.none(), st.text(max_size=5), st.integers()),
+    omit=st.sets(st.sampled_from(["usageMetadata", "modelVersion", "responseId"])),
+    error=st.booleans(),
+)
+def test_gemini_fast_parse_agrees_with_the_general_parser(
+    usage: Any, model: Any, response_id: Any, omit: set[str], error: bool
+) -> None:
+    obj = {"candidates": [{"finishReason": "STOP"}], "usageMetadata": usage, "modelVersion": model,
+           "responseId": response_id, **({"error": {"code": 500}} if error else {})}  # fmt: skip
+    body = json.dumps({k: v for k, v in obj.items() if k not in omit}).encode()
+    fast = gemini.fast_parse(body)
+    if fast is None:
+        return  # declined: the general parser reads it
+    chunks = gemini._Chunks()
+    chunks.add(json.loads(body))
+    assert fast == chunks.call(stream=False)
+
+
+@pytest.mark.parametrize(
+    "usage",
+    [
+        {"promptTokenCount": 10, "cachedContentTokenCount": 11, "totalTokenCount": 10},  # cache over the prompt
+        {"promptTokenCount": 10, "candidatesTokenCount": 5, "totalTokenCount": 16},  # a total that disagrees
+        {"promptTokenCount": 10, "totalTokenCount": 10, "promptTokensDetails": [{"tokenCount": 11}]},
+        {"promptTokenCount": 10, "totalTokenCount": 10, "promptTokensDetails": [{"tokenCount": -1}]},
+        {"candidatesTokenCount": 5},  # no prompt count, no total: the input is unknown
+        {"promptTokenCount": 10, "totalTokenCount": 10},  # the candidates count omitted: a proto3 zero
+        {"promptTokenCount": 10, "candidatesTokenCount": 5, "thoughtsTokenCount": 7, "totalTokenCount": 22},
+    ],
+)
+def test_the_gemini_fast_lane_declines_or_agrees_at_the_edges(usage: dict[str, Any]) -> None:
+    body = json.dumps({"candidates": [], "usageMetadata": usage, "modelVersion": "gemini-x"}).encode()
+    fast = gemini.fast_parse(body)
+    chunks = gemini._Chunks()
+    chunks.add(json.loads(body))
+    assert fast is None or fast == chunks.call(stream=False)
+
+
+def test_the_gemini_fast_lane_takes_the_documented_shape() -> None:
+    usage = {"promptTokenCount": 10, "totalTokenCount": 17, "thoughtsTokenCount": 7, "trafficType": "ON_DEMAND",
+             "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 10}]}  # fmt: skip
+    body = json.dumps(
+        {"candidates": [], "usageMetadata": usage, "modelVersion": "gemini-x", "responseId": "r"}
+    ).encode()
+    fast = gemini.fast_parse(body)
+    assert fast is not None and fast == gemini.GENERATE.parse(body)
+    # candidatesTokenCount omitted with a total there: a proto3 zero, so the output is the thoughts.
+    assert (fast.usage.output_tokens, fast.usage.reasoning_tokens, fast.raw_usage) == (7, 7, None)
+    assert fast.usage_object() == usage
+    # No candidates and no thoughts counted (the API stopped at once): output 0, read fast.
+    zeros = gemini.fast_parse(json.dumps({"usageMetadata": {"promptTokenCount": 8, "totalTokenCount": 8}}).encode())
+    assert zeros is not None and (zeros.usage.input_tokens, zeros.usage.output_tokens) == (8, 0)

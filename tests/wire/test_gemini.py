@@ -133,7 +133,7 @@ def test_cached_content_is_part_of_the_prompt() -> None:
 
 def test_the_raw_usage_is_kept_as_sent() -> None:
     raw = {**meta(10, 5), "trafficType": "ON_DEMAND", "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 10}]}
-    assert parse(raw).raw_usage == raw
+    assert parse(raw).usage_object() == raw
 
 
 def test_a_total_that_disagrees_is_flagged_and_kept() -> None:
@@ -141,7 +141,7 @@ def test_a_total_that_disagrees_is_flagged_and_kept() -> None:
     result = parse(raw)
     assert result.usage == Usage(input_tokens=10, output_tokens=220, reasoning_tokens=100)
     assert result.flags == {Flag.TOTAL_MISMATCH}
-    assert result.raw_usage["totalTokenCount"] == 130
+    assert result.usage_object()["totalTokenCount"] == 130
 
 
 def test_omitted_zero_counts_read_as_zero_when_the_total_is_there() -> None:
@@ -154,7 +154,7 @@ def test_omitted_zero_counts_read_as_zero_when_the_total_is_there() -> None:
     result = GENERATE.parse(dumps(blocked))
     assert result.usage == Usage(input_tokens=8, output_tokens=0)
     assert (result.provenance, result.flags) == (REPORTED, frozenset())
-    assert result.raw_usage == {"promptTokenCount": 8, "totalTokenCount": 8}  # not the filled copy
+    assert result.usage_object() == {"promptTokenCount": 8, "totalTokenCount": 8}  # not the filled copy
     # MAX_TOKENS while thinking: every output token is a thought.
     assert parse({"promptTokenCount": 12, "thoughtsTokenCount": 1023, "totalTokenCount": 1035}).usage == Usage(
         input_tokens=12, output_tokens=1023, reasoning_tokens=1023
@@ -256,7 +256,7 @@ def test_null_counts_are_not_reported() -> None:
 def test_parts_and_modality_details(raw: dict[str, Any], flags: set[str]) -> None:
     result = parse(raw)
     assert result.flags == flags
-    assert result.raw_usage == raw
+    assert result.usage_object() == raw
 
 
 @pytest.mark.parametrize("raw", [[1], "usage", 7, True])
