@@ -7,7 +7,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 
 import msgspec
 
@@ -26,6 +26,18 @@ class StreamOutcome(StrEnum):
     """Reading it raised (connection dropped, timeout)."""
     ABANDONED = "abandoned"
     """It was garbage-collected without being read to the end or closed."""
+
+
+Count = Annotated[int, msgspec.Meta(ge=0)]
+"""A token count as the fast lanes accept it: an integer, not negative (msgspec checks it in C)."""
+
+
+class IdModelUsage(msgspec.Struct, gc=False):
+    """What a fast lane reads of an OpenAI- or Anthropic-shaped body; the rest is skipped unread."""
+
+    id: str | None = None
+    model: str | None = None
+    usage: msgspec.Raw = msgspec.field(default_factory=msgspec.Raw)  # a Raw cannot be in a union
 
 
 class RequestInfo(msgspec.Struct, frozen=True, kw_only=True, gc=False):
@@ -394,6 +406,8 @@ class WholeBody:
 
 __all__ = [
     "REPORTED",
+    "Count",
+    "IdModelUsage",
     "ParsedCall",
     "RequestInfo",
     "StreamOutcome",

@@ -24,7 +24,7 @@ decoded objects / event payloads, so Bedrock's and Vertex's Anthropic-shaped bod
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 import msgspec
 from msgspec.structs import replace
@@ -33,6 +33,8 @@ from tokentrail.records import Flag
 from tokentrail.usage import Provenance, Source, Usage
 from tokentrail.wire._base import (
     REPORTED,
+    Count,
+    IdModelUsage,
     ParsedCall,
     RequestInfo,
     StreamOutcome,
@@ -126,8 +128,6 @@ def message_call(message: Any) -> ParsedCall:
 
 # -- the fast lane: Anthropic's own usage shape, decoded and checked in C -----------------------------
 
-Count = Annotated[int, msgspec.Meta(ge=0)]
-
 
 class _CacheCreation(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     ephemeral_5m_input_tokens: Count | None = None
@@ -153,13 +153,7 @@ class _Usage(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     inference_geo: msgspec.Raw = msgspec.field(default_factory=msgspec.Raw)
 
 
-class _Body(msgspec.Struct, gc=False):
-    id: str | None = None
-    model: str | None = None
-    usage: msgspec.Raw = msgspec.field(default_factory=msgspec.Raw)  # a Raw cannot be in a union
-
-
-_decode_body = msgspec.json.Decoder(_Body).decode
+_decode_body = msgspec.json.Decoder(IdModelUsage).decode
 _decode_usage = msgspec.json.Decoder(_Usage).decode
 _NO_FLAGS: frozenset[str] = frozenset()
 

@@ -38,7 +38,7 @@ body is a JSON array of the same chunks (content-type application/json), which c
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import Any
 
 import msgspec
 
@@ -46,6 +46,7 @@ from tokentrail.records import Flag
 from tokentrail.usage import Provenance, Source, Usage
 from tokentrail.wire._base import (
     REPORTED,
+    Count,
     ParsedCall,
     RequestInfo,
     StreamOutcome,
@@ -232,8 +233,6 @@ class GenerateStream:
 
 
 # -- the fast lane: Gemini's own usage shape, decoded and checked in C --------------------------------
-
-Count = Annotated[int, msgspec.Meta(ge=0)]
 
 
 class _Detail(msgspec.Struct, forbid_unknown_fields=True, gc=False):

@@ -16,7 +16,7 @@ Stream quirks:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Any
 
 import msgspec
 from msgspec.structs import replace
@@ -24,6 +24,8 @@ from msgspec.structs import replace
 from tokentrail.usage import REPORTED, Usage
 from tokentrail.wire._base import (
     SMALL_BODY,
+    Count,
+    IdModelUsage,
     ParsedCall,
     RequestInfo,
     StreamOutcome,
@@ -119,8 +121,6 @@ def _body_text(body: bytes) -> Callable[[], str | None]:
 
 # -- the fast lane: OpenAI's own usage shape, decoded and checked in C -----------------------------
 
-Count = Annotated[int, msgspec.Meta(ge=0)]
-
 
 class _PromptDetails(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     cached_tokens: Count | None = None
@@ -145,13 +145,7 @@ class _Usage(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     completion_tokens_details: _CompletionDetails | None = None
 
 
-class _Body(msgspec.Struct, gc=False):
-    id: str | None = None
-    model: str | None = None
-    usage: msgspec.Raw = msgspec.field(default_factory=msgspec.Raw)  # a Raw cannot be in a union
-
-
-_decode_body = msgspec.json.Decoder(_Body).decode
+_decode_body = msgspec.json.Decoder(IdModelUsage).decode
 _decode_usage = msgspec.json.Decoder(_Usage).decode
 _decode_raw = msgspec.json.Decoder().decode
 
