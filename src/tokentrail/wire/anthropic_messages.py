@@ -155,7 +155,6 @@ class _Usage(msgspec.Struct, forbid_unknown_fields=True, gc=False):
 
 _decode_body = msgspec.json.Decoder(IdModelUsage).decode
 _decode_usage = msgspec.json.Decoder(_Usage).decode
-_NO_FLAGS: frozenset[str] = frozenset()
 
 
 def fast_parse(body: bytes) -> ParsedCall | None:
@@ -184,7 +183,7 @@ def fast_parse(body: bytes) -> ParsedCall | None:
         model=fields.model or None,
         usage=Usage(input_tokens=usage.input_tokens + (read or 0) + (write or 0), output_tokens=out,
                     cache_read_tokens=read, cache_write_tokens=write, reasoning_tokens=thinking),
-        provenance=REPORTED, flags=_NO_FLAGS, response_id=fields.id or None, usage_json=str(fields.usage, "utf-8"),
+        provenance=REPORTED, response_id=fields.id or None, usage_json=str(fields.usage, "utf-8"),
     )  # fmt: skip
 
 

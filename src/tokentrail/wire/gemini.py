@@ -265,7 +265,6 @@ class _Body(msgspec.Struct, gc=False):
 
 _decode_body = msgspec.json.Decoder(_Body).decode
 _decode_usage = msgspec.json.Decoder(_Usage).decode
-_NO_FLAGS: frozenset[str] = frozenset()
 
 
 def _within(details: list[_Detail] | None, whole: int | None) -> bool:
@@ -303,7 +302,7 @@ def fast_parse(body: bytes) -> ParsedCall | None:
     return ParsedCall(
         model=fields.modelVersion or None,
         usage=Usage(input_tokens=inp, output_tokens=out, cache_read_tokens=cached, reasoning_tokens=thoughts),
-        provenance=REPORTED, flags=_NO_FLAGS, response_id=fields.responseId or None,
+        provenance=REPORTED, response_id=fields.responseId or None,
         usage_json=str(fields.usageMetadata, "utf-8"),
     )  # fmt: skip
 
