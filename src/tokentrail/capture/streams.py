@@ -26,6 +26,12 @@ CHECK_EVERY = 64
 """A sync wrapper adds up the kept chunks' size once per this many: a stream holds at most
 ``Deferred.LIMIT`` bytes plus this many chunks before it is parsed as it passes."""
 
+# The outcomes as plain globals: on Python 3.11 reading a member off its class
+# (``StreamOutcome.COMPLETE``) runs EnumType's ``__getattr__`` hook, ~1,000 instructions a read
+# (callgrind; 3.12 dropped the hook), and a stream's wrapper reads three on the caller's thread.
+_COMPLETE, _CLOSED_EARLY, _BROKEN, _ABANDONED = (
+    StreamOutcome.COMPLETE, StreamOutcome.CLOSED_EARLY, StreamOutcome.BROKEN, StreamOutcome.ABANDONED)  # fmt: skip
+
 _classes: dict[str, tuple[type, type]] = {}
 _filters: dict[str, tuple[type, type]] = {}
 
@@ -49,7 +55,7 @@ class _Observer:
         the body. A client may stop reading there and leave the response open (litellm does with
         Anthropic streams); the call must still be in the live totals when that loop ends, not when
         the response is closed or collected. Returns False: stop observing the chunks after."""
-        self._finish(StreamOutcome.COMPLETE)
+        self._finish(_COMPLETE)
         return False
 
     def _finish(self, outcome: StreamOutcome, error: BaseException | None = None) -> None:
@@ -62,7 +68,7 @@ class _Observer:
 
     def __del__(self) -> None:
         if getattr(self, "_exchange", None) is not None:
-            self._finish(StreamOutcome.ABANDONED)
+            self._finish(_ABANDONED)
 
 
 def _kept(parser: StreamParser) -> list[bytes] | None:
@@ -97,7 +103,7 @@ def stream_classes(module: ModuleType) -> tuple[type, type]:
             return self._observed()
 
         def _observed(self) -> Iterator[bytes]:
-            outcome = StreamOutcome.CLOSED_EARLY
+            outcome = _CLOSED_EARLY
             error: BaseException | None = None
             chunks = iter(self._inner)
             kept = _kept(self._parser)
@@ -115,7 +121,7 @@ def stream_classes(module: ModuleType) -> tuple[type, type]:
                             append(chunk)
                             yield chunk
                         if len(kept) - before < CHECK_EVERY:  # the stream ended
-                            outcome = StreamOutcome.COMPLETE
+                            outcome = _COMPLETE
                             return
                         size += sum(map(len, kept[before:]))
                         if size > limit:  # a long stream: from here on, parsed as it passes
@@ -139,9 +145,9 @@ def stream_classes(module: ModuleType) -> tuple[type, type]:
                         except Exception as exc:
                             failed("stream.chunk", exc)
                     yield chunk
-                outcome = StreamOutcome.COMPLETE
+                outcome = _COMPLETE
             except Exception as exc:
-                outcome, error = StreamOutcome.BROKEN, exc
+                outcome, error = _BROKEN, exc
                 raise
             finally:
                 self._finish(outcome, error)
@@ -150,7 +156,7 @@ def stream_classes(module: ModuleType) -> tuple[type, type]:
             try:
                 self._inner.close()
             finally:
-                self._finish(StreamOutcome.CLOSED_EARLY)
+                self._finish(_CLOSED_EARLY)
 
     class ObservedAsyncStream(_Observer, module.AsyncByteStream):  # type: ignore[misc,name-defined]
         __slots__ = ("_exchange", "_first", "_inner", "_parser", "_pass")
@@ -168,7 +174,7 @@ def stream_classes(module: ModuleType) -> tuple[type, type]:
             return observed
 
         async def _observed(self) -> AsyncIterator[bytes]:
-            outcome = StreamOutcome.CLOSED_EARLY
+            outcome = _CLOSED_EARLY
             error: BaseException | None = None
             chunks = aiter(self._inner)
             kept = _kept(self._parser)
@@ -191,7 +197,7 @@ def stream_classes(module: ModuleType) -> tuple[type, type]:
                                 failed("stream.chunk", exc)
                             break
                     else:
-                        outcome = StreamOutcome.COMPLETE
+                        outcome = _COMPLETE
                         return
                 # Each chunk fed to the parser as it passes: a final event to watch for, or a long stream.
                 feed = self._parser.feed
@@ -208,20 +214,20 @@ def stream_classes(module: ModuleType) -> tuple[type, type]:
                         except Exception as exc:
                             failed("stream.chunk", exc)
                     yield chunk
-                outcome = StreamOutcome.COMPLETE
+                outcome = _COMPLETE
             except Exception as exc:
-                outcome, error = StreamOutcome.BROKEN, exc
+                outcome, error = _BROKEN, exc
                 raise
             finally:
                 self._finish(outcome, error)
-                if outcome is StreamOutcome.CLOSED_EARLY and isinstance(chunks, AsyncGenerator):
+                if outcome is _CLOSED_EARLY and isinstance(chunks, AsyncGenerator):
                     await chunks.aclose()  # as httpx's own streams close the reader they leave
 
         async def aclose(self) -> None:
             try:
                 await self._inner.aclose()
             finally:
-                self._finish(StreamOutcome.CLOSED_EARLY)
+                self._finish(_CLOSED_EARLY)
                 # A pass its reader left suspended (the openai SDK stops at [DONE]) is closed here: left
                 # to the collector, asyncio would finalise it with a task of its own, scheduled through
                 # the loop's self-pipe (a system call), on every stream.

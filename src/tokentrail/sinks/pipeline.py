@@ -249,22 +249,22 @@ def build(exchange: Exchange) -> CallRecord:
 
     if status_code is None:
         cancelled = exchange.error is not None and not isinstance(exchange.error, Exception)
-        status = CallStatus.CANCELLED if cancelled else CallStatus.NETWORK_ERROR
+        status = _CANCELLED if cancelled else _NETWORK_ERROR
     elif status_code >= 400:
-        status = CallStatus.HTTP_ERROR
+        status = _HTTP_ERROR
     elif exchange.streamed and not result.complete:
         broken = exchange.outcome in (StreamOutcome.BROKEN, StreamOutcome.COMPLETE)
-        status = CallStatus.NETWORK_ERROR if broken else CallStatus.CANCELLED
+        status = _NETWORK_ERROR if broken else _CANCELLED
     else:
-        status = CallStatus.OK
+        status = _OK
     flags = result.flags  # a frozenset; the common call adds nothing to it
-    if status is CallStatus.HTTP_ERROR:
-        flags = flags | _HTTP_ERROR
+    if status is _HTTP_ERROR:
+        flags = flags | _FLAG_HTTP_ERROR
     elif not result.complete and exchange.streamed:
-        flags = flags | _STREAM_INCOMPLETE
+        flags = flags | _FLAG_STREAM_INCOMPLETE
 
     if result.provenance is not REPORTED and (
-        status is CallStatus.OK or (exchange.streamed and status is not CallStatus.HTTP_ERROR)
+        status is _OK or (exchange.streamed and status is not _HTTP_ERROR)
     ):
         # A cut stream's prompt was billed, and its text so far is a floor of its output.
         result = count_missing(result, parser.api, exchange.body_sent, result.model or info.model)
@@ -279,13 +279,13 @@ def build(exchange: Exchange) -> CallRecord:
         cost, flags = pricer(provider, model, info.model, started_ns, usage, result.raw_usage, parser.api, flags)
 
     anatomy = None
-    if anatomy_on and exchange.body_sent and status is not CallStatus.NETWORK_ERROR:
+    if anatomy_on and exchange.body_sent and status is not _NETWORK_ERROR:
         from tokentrail.enrich.anatomy import anatomy as anatomy_of
 
         parts = anatomy_of(parser.api, exchange.body_sent, model)
         anatomy = None if parts is None else parts.as_dict()
 
-    ok = status is CallStatus.OK
+    ok = status is _OK
     # The common call, without calling _attempt(): no retry header, no failed request to be a retry of.
     attempt = 1 if ok and exchange.retry is None and not _failures else _attempt(exchange, ok)
     # By position, in `CallRecord`'s field order (`_BUILT_FIELDS`): keywords cost ~1 µs a call.
@@ -327,8 +327,13 @@ _parser_traits: dict[Any, tuple[Any, Any, Any]] = {}
 """`_traits` by parser (parsers hash by identity, or a frozen dataclass by value)."""
 
 
-_HTTP_ERROR = frozenset({Flag.HTTP_ERROR})
-_STREAM_INCOMPLETE = frozenset({Flag.STREAM_INCOMPLETE})
+_FLAG_HTTP_ERROR = frozenset({Flag.HTTP_ERROR})
+_FLAG_STREAM_INCOMPLETE = frozenset({Flag.STREAM_INCOMPLETE})
+# Statuses as plain globals for build(): on Python 3.11 reading a member off its class
+# (``CallStatus.OK``) runs EnumType's ``__getattr__`` hook, ~1,000 instructions a read (callgrind;
+# 3.12 dropped the hook), and build() reads three a call.
+_OK, _HTTP_ERROR, _NETWORK_ERROR, _CANCELLED = (
+    CallStatus.OK, CallStatus.HTTP_ERROR, CallStatus.NETWORK_ERROR, CallStatus.CANCELLED)  # fmt: skip
 
 
 _PLACE_FIELDS = ("scope_id", "scope_path", "scope_id_path", "run_id", "run", "agent", "step", "tool", "pid",

@@ -8,7 +8,7 @@ import os
 import sqlite3
 import threading
 from decimal import Decimal
-from itertools import chain
+from itertools import chain, islice
 from pathlib import Path
 
 import msgspec
@@ -213,12 +213,13 @@ def insert_rows(db: sqlite3.Connection, rows: list[tuple[object, ...]]) -> None:
     nones = (None,) * len(rows)
     usual = {i: (value,) * len(rows) for i, (value, _) in _LITERALS.items()}
     fixed = tuple(i for i in _FIXABLE if columns[i] == usual.get(i, nones))  # == stops at the first that differs
-    if fixed:
-        rows = list(zip(*(column for i, column in enumerate(columns) if i not in fixed), strict=True))
+    # The parameters of each statement, row by row, from the columns kept: zip hands chain one
+    # tuple it reuses for every row (no row tuple is made, so none for the collector to look at).
+    values = chain.from_iterable(zip(*(column for i, column in enumerate(columns) if i not in fixed)))
+    per_row = len(ROW_COLUMNS) - len(fixed)
     for start in range(0, len(rows), ROWS_PER_INSERT):
-        chunk = rows[start : start + ROWS_PER_INSERT]
-        db.execute(_insert_statement(fixed, len(chunk)), list(chain.from_iterable(chunk)))
-
+        count = min(ROWS_PER_INSERT, len(rows) - start)
+        db.execute(_insert_statement(fixed, count), list(islice(values, count * per_row)))
 
 ROWS_PER_INSERT = 50
 """Rows per ``INSERT``: 50 × 19 columns stay under 999 parameters, the limit of SQLite before 3.32."""
