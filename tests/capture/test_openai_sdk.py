@@ -360,3 +360,25 @@ def test_decorated_scopes_nest_and_sum(db: Path, client: openai.OpenAI) -> None:
     assert summary["total_tokens"] == sum(c["total_tokens"] for c in calls)
     assert summary["calls_by_model"] == {"gpt-4o": 1, "gpt-4o-mini": 1}
     assert summary["by_agent"]["researcher"]["calls"] == 2
+
+
+def test_embeddings_without_usage_count_the_input_and_know_the_output(
+    db: Path, client: openai.OpenAI, sim: Simulator
+) -> None:
+    # An embedding generates nothing: without usage its output is still 0 (from the empty text),
+    # and its input is counted from the request, as the provider would have reported it.
+    client.embeddings.create(model="text-embedding-3-small", input="hello world", extra_headers={"X-Sim-Fault": "nousage"})
+    [call] = recorded(db)
+    assert (call["input_tokens"], call["input_source"]) == (sim.served[-1].input_tokens, "counted")
+    assert (call["output_tokens"], call["output_source"], call["usage_source"]) == (0, "counted", "counted")
+
+
+def test_an_http_error_to_a_stream_request_is_not_also_a_cut_stream(db: Path, client: openai.OpenAI) -> None:
+    stream = client.chat.completions.create(
+        model="gpt-4o-mini", messages=MESSAGES, stream=True, extra_headers={"X-Sim-Fault": "429*1"}
+    )
+    for _ in stream:
+        pass
+    failed, ok = recorded(db)
+    assert (failed["status"], failed["flags"]) == ("http_error", ["http_error"])
+    assert (ok["status"], ok["flags"]) == ("ok", [])

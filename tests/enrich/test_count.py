@@ -143,6 +143,14 @@ def test_chat_with_tools_and_tool_results(rec: Recorder, oai: Any) -> None:
     check("openai.chat", rec, "gpt-4o")
 
 
+def test_chat_with_the_deprecated_functions_counts_them_as_the_tools_they_stand_for(rec: Recorder, oai: Any) -> None:
+    messages: Any = [{"role": "user", "content": "What is the weather?"}]
+    oai.chat.completions.create(model="gpt-4o", messages=messages, functions=[WEATHER[0]["function"]])
+    as_functions = check("openai.chat", rec, "gpt-4o")
+    oai.chat.completions.create(model="gpt-4o", messages=messages, tools=WEATHER)
+    assert check("openai.chat", rec, "gpt-4o").tokens == as_functions.tokens  # billed alike
+
+
 def test_responses(rec: Recorder, oai: Any) -> None:
     resp = oai.responses.create(model="gpt-4.1", instructions="Be brief.", input="Count my tokens, please.")
     check("openai.responses", rec, "gpt-4.1")

@@ -116,6 +116,7 @@ def test_configure_with_an_explicit_file(tmp_path: Path) -> None:
         ("[prices]\nm = 1\n", 'prices."m"] must be a table'),
         ("prices = 3\n", "[prices] must be a table"),
         ("[prices\n", "not valid TOML"),
+        ('[prices."m"]\ninput_per_mtok = "0.1234567"\noutput_per_mtok = 1\n', "more than 6 decimal places"),
     ],
 )
 def test_bad_config_names_the_file_and_the_key(tmp_path: Path, text: str, message: str) -> None:
@@ -143,3 +144,11 @@ def test_a_missing_file_is_a_config_error(tmp_path: Path, monkeypatch: pytest.Mo
     with pytest.raises(ConfigError):  # and keeps failing, without reading the file per call
         pricing.price(call("my-model"))
     assert pricing.configure().path == tmp_path / "nope.toml"  # until configured again
+
+
+def test_a_rate_to_the_millionth_of_a_dollar_prices_every_call_exactly(tmp_path: Path) -> None:
+    # A millionth of a dollar per million tokens is a pico-dollar a token: the finest rate accepted.
+    write(tmp_path / "p.toml", '[prices."m"]\ninput_per_mtok = "0.123456"\noutput_per_mtok = "1.0000000"\n')
+    pricing.configure(tmp_path / "p.toml")
+    cost = pricing.price(call("m"))
+    assert cost is not None and (cost.amount * 10**12) % 1 == 0

@@ -280,3 +280,16 @@ def test_per_call_cost_is_a_few_microseconds() -> None:
     n = 20_000
     per_call = min(timeit.repeat(lambda: pricing.price(call), number=n, repeat=3)) / n
     assert per_call < 50e-6, f"{per_call * 1e6:.1f} µs per call"
+
+
+@pytest.mark.parametrize(
+    ("provider", "model"), [("gemini", "gemma-3"), ("openrouter", "deepseek/deepseek-r1:free")]
+)
+def test_a_model_the_table_lists_as_free_costs_zero_not_unknown(provider: str, model: str) -> None:
+    # genai-prices writes "free" as an empty price set; calc_price prices it at 0.
+    cost = pricing.price(record(provider, model, USAGE))
+    assert cost is not None and cost.amount == 0 == genai_total(provider, model, USAGE)
+
+
+def test_a_model_priced_by_another_unit_stays_unpriced() -> None:
+    assert pricing.price(record("openai", "whisper-1", USAGE)) is None  # per audio minute, not per token

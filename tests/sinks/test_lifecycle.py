@@ -87,3 +87,19 @@ def test_processes_share_one_ledger(tmp_path: Path) -> None:
         proc.communicate(timeout=120)
         assert proc.returncode == 0
     assert count(tmp_path / "ledger.db") == 1200
+
+
+def test_a_stream_still_held_at_exit_is_recorded(tmp_path: Path) -> None:
+    # Sent and never read nor closed, still referenced when the program ends: the prompt was billed.
+    body = """
+    events = b'data: {"model": "gpt-4o-mini", "choices": [{"delta": {"content": "Hi"}}]}\\n\\n'
+    streaming = httpx.Client(transport=httpx.MockTransport(lambda r: httpx.Response(
+        200, headers={"content-type": "text/event-stream"}, stream=httpx.ByteStream(events))))
+    request = streaming.build_request("POST", "http://llm.test/v1/chat/completions",
+                                      json={"model": "gpt-4o-mini", "messages": [], "stream": True})
+    held = streaming.send(request, stream=True)
+    """
+    proc, db = run_program(tmp_path, body)
+    assert proc.returncode == 0
+    rows = connect(db, readonly=True).execute("SELECT status, stream, input_source FROM calls").fetchall()
+    assert [tuple(r) for r in rows] == [("cancelled", 1, "counted")]

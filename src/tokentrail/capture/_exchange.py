@@ -85,11 +85,17 @@ class Exchange(msgspec.Struct, gc=False):
         if self.reads_headers:
             self.response_headers = headers
         self.streamed = True
-        return Deferred(self.parser, media_type(headers))
+        parser = Deferred(self.parser, media_type(headers))
+        pipeline.streaming[id(self)] = (self, parser)  # finished as abandoned if still open at exit
+        return parser
 
     def stream_finished(self, parser: StreamParser, outcome: StreamOutcome, error: BaseException | None) -> None:
         """The streamed body ended (read to the end, closed, broken or abandoned). The parsing left
-        to do happens in the pipeline, off the caller's thread."""
+        to do happens in the pipeline, off the caller's thread. Once only: a stream still open at
+        exit is finished by the pipeline, and its wrapper may end it again while the interpreter
+        tears down."""
+        if pipeline.streaming.pop(id(self), None) is None:
+            return
         self.t_end = time.perf_counter_ns()
         self.outcome, self.error = outcome, error
         self.stream_parser = parser

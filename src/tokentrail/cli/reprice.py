@@ -44,7 +44,7 @@ def main(args: argparse.Namespace) -> int:
     path = config.db_path(args.db)
     if not path.exists():
         raise StoreError(f"no tokentrail ledger at {path} (set --db or TOKENTRAIL_DB)")
-    db = connect(path)
+    db = connect(path, create=False)
     try:
         result = reprice(db, run=args.run, dry_run=args.dry_run)
     finally:

@@ -195,6 +195,11 @@ def _tool_defs(t: _Tally, tools: object, name_of: Callable[[dict[str, Any]], obj
         t.defs.append((name, _compact(d)))
 
 
+def _as_tools(functions: object) -> list[dict[str, Any]]:
+    """The deprecated ``functions`` as the ``tools`` they stand for: OpenAI bills their definitions alike."""
+    return [{"type": "function", "function": f} for f in _list(functions) if isinstance(f, dict)]
+
+
 def _openai_tool_name(tool: dict[str, Any]) -> object:
     for key in ("function", "custom"):  # chat nests function tools; responses keeps them flat
         inner = _dict(tool.get(key))
@@ -255,7 +260,7 @@ def _chat(t: _Tally, req: dict[str, Any], frame: _Frame, *, documents: bool = Fa
     if not isinstance(messages, list):
         return False
     msgs = cast(list[Any], messages)
-    _tool_defs(t, req.get("tools") or req.get("functions"), _openai_tool_name)
+    _tool_defs(t, req.get("tools") or _as_tools(req.get("functions")), _openai_tool_name)
     latest = _last_index(msgs, lambda m: m.get("role") == "user")
     ids: dict[str, str] = {}
     for i, item in enumerate(msgs):

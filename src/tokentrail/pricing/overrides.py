@@ -139,4 +139,10 @@ def _decimal(file: Path, key: str, value: Any) -> Decimal:
             number = None
     if number is None or not number.is_finite() or number < 0:
         raise ConfigError(f"{file}: {key} must be a non-negative number of USD per million tokens, not {value!r}")
+    exponent = number.normalize().as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -6:
+        # Costs are kept, and summed, as whole pico-dollars: a millionth of a dollar per million
+        # tokens is one pico-dollar a token, the finest rate whose every cost is exact.
+        raise ConfigError(f"{file}: {key} has more than 6 decimal places ({value!r}); USD per million tokens "
+                          "are priced to the millionth of a dollar")  # fmt: skip
     return number

@@ -122,21 +122,27 @@ def _rate(value: Any) -> Rate | None:
     return value
 
 
+_FREE = Decimal(0)
+
+
 def to_rates(price: ModelPrice, model: ModelInfo, provider: Provider) -> Rates | None:
     """Our `Rates` for one of the table's price sets; ``None`` when it is not priced per token
-    (per character, per audio hour, per page)."""
+    (per character, per audio hour, per page). An empty set is the table's word for free (179
+    models, e.g. ``gemma-3``, OpenRouter's ``…:free``): every token at 0, as ``calc_price`` prices it."""
     # The attributes set are the price keys present; reading __dict__ skips ModelPrice.__getattr__.
     prices: dict[str, Any] = price.__dict__
-    rate_in = _rate(prices.get("input_mtok"))
+    rate_in, rate_out = _rate(prices.get("input_mtok")), _rate(prices.get("output_mtok"))
     if rate_in is None:
-        return None
+        if any(value is not None for value in prices.values()):
+            return None
+        rate_in = rate_out = _FREE
     per_k = prices.get("requests_kcount")
     return Rates(
         model=model.id,
         provider=provider.id,
         source=price_version(),
         input=rate_in,
-        output=_rate(prices.get("output_mtok")),
+        output=rate_out,
         cache_read=_rate(prices.get("cache_read_mtok")),
         cache_write=_rate(prices.get("cache_write_mtok")),
         cache_write_1h=_rate(prices.get("cache_write_1h_mtok")),

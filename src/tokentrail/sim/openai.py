@@ -108,6 +108,13 @@ def _int_or_none(req: dict[str, Any], *names: str) -> int | None:
     return None
 
 
+def _as_tools(functions: object) -> list[dict[str, Any]]:
+    """The deprecated ``functions`` as the ``tools`` they stand for: OpenAI bills their definitions alike."""
+    if not isinstance(functions, list):
+        return []
+    return [{"type": "function", "function": f} for f in functions if isinstance(f, dict)]  # pyright: ignore
+
+
 def _first_function(tools: object, chat: bool) -> tuple[str, object] | None:
     """Name and parameters of the first function tool (chat nests them under `function`)."""
     for tool in tools if isinstance(tools, list) else []:  # pyright: ignore[reportUnknownVariableType]
@@ -209,7 +216,7 @@ def chat_completions(req: dict[str, Any], cache: PromptCache, *, seq: int, usage
     if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):  # pyright: ignore
         raise BadRequest("'messages' must be a non-empty array of objects.", "messages")
     msgs: list[dict[str, Any]] = messages  # pyright: ignore[reportUnknownVariableType]
-    tools = req.get("tools") or None
+    tools = req.get("tools") or _as_tools(req.get("functions")) or None
     last = msgs[-1]
     wants_tool = last.get("role") == "user" and any(
         w in text.content_text(last.get("content")).lower() for w in _TOOL_WORDS

@@ -83,6 +83,9 @@ _HOST = socket.gethostname()
 _wall_offset = 0
 """Wall-clock ns minus ``perf_counter_ns`` now: exchanges note only the latter (one clock read less on
 the caller's thread); refreshed every round, so a clock step shifts start times by one round at most."""
+streaming: dict[int, tuple[Exchange, Any]] = {}
+"""Streamed responses not yet ended, by id of their exchange: (exchange, its stream parser). At exit
+each is finished as abandoned, so that a stream the program still held is recorded."""
 _announced: set[str] = set()
 """Scopes already handed to the sinks; a record's unannounced ancestors are announced before it."""
 
@@ -207,7 +210,7 @@ def _attempt(exchange: Exchange, ok: bool) -> int:
     """1 + the retries before this attempt: from the SDK's retry header, else from an identical
     request that failed moments before (same host, path and body)."""
     header = exchange.retry  # openai and anthropic SDKs send it
-    if header is not None and header.isdigit():
+    if header is not None and header.isascii() and header.isdigit() and len(header) < 7:
         return int(header) + 1
     if ok and not _failures:  # no failed request to be a retry of (nearly always)
         return 1
@@ -258,8 +261,8 @@ def build(exchange: Exchange) -> CallRecord:
     else:
         status = _OK
     flags = result.flags  # a frozenset; the common call adds nothing to it
-    if status is _HTTP_ERROR:
-        flags = flags | _FLAG_HTTP_ERROR
+    if status is _HTTP_ERROR:  # an error's body left unread is not an answer cut short
+        flags = (flags - _FLAG_STREAM_INCOMPLETE) | _FLAG_HTTP_ERROR
     elif not result.complete and exchange.streamed:
         flags = flags | _FLAG_STREAM_INCOMPLETE
 
@@ -370,7 +373,9 @@ def _place(scope: Scope) -> tuple[Any, ...]:
 
 def count_missing(result: ParsedCall, api: str, body: bytes | None, model: str | None) -> ParsedCall:
     """Fill the counts the provider did not report by counting (input from the request body, output
-    from the text seen); reported and partial figures are never replaced."""
+    from the text seen); reported and partial figures are never replaced, nor invalid ones."""
+    if Flag.INVALID_VALUE in result.flags:  # the provider sent counts we could not read: they stay null, kept raw
+        return result
     prov, usage = result.provenance, result.usage
     need_input = prov.input is Source.MISSING and usage.input_tokens is None and body
     need_output = prov.output is Source.MISSING and usage.output_tokens is None and result.output_text is not None
@@ -548,6 +553,8 @@ _encode: Callable[[Any], bytes] | None = None
 def _at_exit() -> None:
     _stop.set()
     with guard("flush.exit"):
+        for exchange, parser in list(streaming.values()):  # still held: ended by the exit
+            exchange.stream_finished(parser, StreamOutcome.ABANDONED, None)
         flush()
     for sink in _sinks:
         with guard("sink.close"):
@@ -562,6 +569,7 @@ def _after_fork_in_child() -> None:
     _stop = threading.Event()
     _pending.clear()
     _ready.clear()
+    streaming.clear()  # the parent's: the parent records them
     _backlogs.clear()
     _places.clear()  # they name the parent's pid
     _writer = None

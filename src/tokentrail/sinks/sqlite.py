@@ -7,6 +7,7 @@ import json
 import os
 import sqlite3
 import threading
+from collections.abc import Callable
 from decimal import Decimal
 from itertools import chain, islice
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 import msgspec
 
 from tokentrail.errors import StoreError
-from tokentrail.records import PICO, CallRecord
+from tokentrail.records import PICO, CallRecord, Flag
 from tokentrail.sinks.migrations import CONTEXT_COLUMNS, PLACE_COLUMNS, ROW_COLUMNS, V1_COLUMNS, migrate
 from tokentrail.sinks.pipeline import _HOST, ScopeEvent
 
@@ -35,17 +36,21 @@ _INSERT_SCOPE = (
 )
 
 
-def connect(path: str | os.PathLike[str], *, readonly: bool = False) -> sqlite3.Connection:
-    """Open (and migrate) a ledger. Raises `StoreError` with the path when it cannot."""
+def connect(path: str | os.PathLike[str], *, readonly: bool = False, create: bool = True) -> sqlite3.Connection:
+    """Open (and migrate) a ledger; ``create``: make one where there is none. Raises `StoreError`
+    with the path when it cannot, and for a file that is not a ledger (another program's database
+    is never written to)."""
     path = Path(path)
     try:
         if readonly:
             if not path.exists():
                 raise StoreError(f"no tokentrail ledger at {path} (set --db or TOKENTRAIL_DB)")
             db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30, check_same_thread=False)
+            _check_ledger(db, path, create=False)
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
+            _check_ledger(db, path, create=create)
             db.execute("PRAGMA journal_mode=WAL")
             # NORMAL in WAL mode survives application crashes; only a power loss can lose the last
             # commits. FULL would fsync every batch (BENCHMARKING.md: the hidden cost of small commits).
@@ -55,6 +60,18 @@ def connect(path: str | os.PathLike[str], *, readonly: bool = False) -> sqlite3.
         raise StoreError(f"cannot open the tokentrail ledger at {path}: {exc}") from exc
     db.row_factory = sqlite3.Row
     return db
+
+
+def _check_ledger(db: sqlite3.Connection, path: Path, *, create: bool) -> None:
+    """Raise `StoreError` unless ``db`` is a ledger, or (``create``) an empty database to make one in.
+    Reading the schema also fails, as `sqlite3.DatabaseError`, on a file that is not SQLite."""
+    tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")}
+    if "_tokentrail_migrations" in tables or (create and not tables):
+        return
+    db.close()
+    if tables:
+        raise StoreError(f"{path} is a SQLite database but not a tokentrail ledger (choose another --db or TOKENTRAIL_DB)")
+    raise StoreError(f"no tokentrail ledger at {path} (the file is empty)")
 
 
 def context_key(r: CallRecord) -> tuple[object, ...]:
@@ -141,54 +158,65 @@ class SqliteSink:
 
     def write(self, records: list[CallRecord], scopes: list[ScopeEvent], dropped: int) -> None:
         with self._lock:
-            db = self._conn()
-            opened, closed = [], []
-            for kind, scope, at in scopes:
-                (opened if kind == "open" else closed).append((scope, at))
-            new_contexts: dict[tuple[object, ...], int] = {}
-            new_places: dict[object, int] = {}
-            db.execute("BEGIN")
             try:
-                if opened:
-                    db.executemany(
-                        _INSERT_SCOPE,
-                        [
-                            (
-                                s.id, s.parent.id if s.parent else None, s.run.id if s.run else s.id, s.kind.value,
-                                s.name, s.id_path, s.name_path, json.dumps(s.tags) if s.tags else None,
-                                s.started_ns, s.pid, _HOST,
-                            )
-                            for s, _ in opened
-                        ],
-                    )  # fmt: skip
-                if closed:
-                    db.executemany("UPDATE scopes SET ended_ns = ? WHERE id = ?", [(at, s.id) for s, at in closed])
-                if records:
-                    contexts, places = self._contexts, self._places
-                    rows = []
-                    for r in records:
-                        context = context_key(r)
-                        context_id = contexts.get(context) or new_contexts.get(context)
-                        if context_id is None:
-                            context_id = new_contexts[context] = _stored_id(db, "call_contexts", context_of(r))
-                        # A scope's id names its place (every other place value comes from the scope).
-                        place = r.scope_id or place_of(r)
-                        place_id = places.get(place) or new_places.get(place)
-                        if place_id is None:
-                            place_id = new_places[place] = _stored_id(db, "call_places", place_of(r))
-                        rows.append(own_values(r, context_id, place_id))
-                    insert_rows(db, rows)
-                if dropped:
-                    db.execute(
-                        "INSERT INTO drops (at_ns, pid, host_name, count) VALUES (?, ?, ?, ?)",
-                        (records[-1].started_ns if records else 0, os.getpid(), _HOST, dropped),
-                    )
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")  # the ids found in this transaction are forgotten with it
-                raise
-            self._contexts.update(new_contexts)
-            self._places.update(new_places)
+                self._write(records, scopes, dropped, _as_is)
+            except _UNSTORABLE:
+                # A value SQLite cannot hold (a string with a lone surrogate, an integer past 64
+                # bits) came with a record: the batch is written again with such values made
+                # storable (and the record flagged), so one bad payload cannot hold back the rest.
+                self._write(records, scopes, dropped, storable)
+
+    def _write(self, records: list[CallRecord], scopes: list[ScopeEvent], dropped: int,
+               clean: Callable[[tuple[object, ...]], tuple[object, ...]]) -> None:  # fmt: skip
+        db = self._conn()
+        opened, closed = [], []
+        for kind, scope, at in scopes:
+            (opened if kind == "open" else closed).append((scope, at))
+        new_contexts: dict[tuple[object, ...], int] = {}
+        new_places: dict[object, int] = {}
+        db.execute("BEGIN")
+        try:
+            if opened:
+                db.executemany(
+                    _INSERT_SCOPE,
+                    [
+                        clean((
+                            s.id, s.parent.id if s.parent else None, s.run.id if s.run else s.id, s.kind.value,
+                            s.name, s.id_path, s.name_path, json.dumps(s.tags) if s.tags else None,
+                            s.started_ns, s.pid, _HOST,
+                        ))
+                        for s, _ in opened
+                    ],
+                )  # fmt: skip
+            if closed:
+                db.executemany("UPDATE scopes SET ended_ns = ? WHERE id = ?", [(at, s.id) for s, at in closed])
+            if records:
+                contexts, places = self._contexts, self._places
+                rows = []
+                for r in records:
+                    context = context_key(r)
+                    context_id = contexts.get(context) or new_contexts.get(context)
+                    if context_id is None:
+                        context_id = new_contexts[context] = _stored_id(db, "call_contexts", clean(context_of(r)))
+                    # A scope's id names its place (every other place value comes from the scope).
+                    place = r.scope_id or place_of(r)
+                    place_id = places.get(place) or new_places.get(place)
+                    if place_id is None:
+                        place_id = new_places[place] = _stored_id(db, "call_places", clean(place_of(r)))
+                    row = own_values(r, context_id, place_id)
+                    rows.append(row if clean is _as_is else _flagged(r, row))
+                insert_rows(db, rows)
+            if dropped:
+                db.execute(
+                    "INSERT INTO drops (at_ns, pid, host_name, count) VALUES (?, ?, ?, ?)",
+                    (records[-1].started_ns if records else 0, os.getpid(), _HOST, dropped),
+                )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")  # the ids found in this transaction are forgotten with it
+            raise
+        self._contexts.update(new_contexts)
+        self._places.update(new_places)
 
     def close(self) -> None:
         with self._lock:
@@ -215,11 +243,12 @@ def insert_rows(db: sqlite3.Connection, rows: list[tuple[object, ...]]) -> None:
     fixed = tuple(i for i in _FIXABLE if columns[i] == usual.get(i, nones))  # == stops at the first that differs
     # The parameters of each statement, row by row, from the columns kept: zip hands chain one
     # tuple it reuses for every row (no row tuple is made, so none for the collector to look at).
-    values = chain.from_iterable(zip(*(column for i, column in enumerate(columns) if i not in fixed)))
+    values = chain.from_iterable(zip(*(column for i, column in enumerate(columns) if i not in fixed), strict=True))
     per_row = len(ROW_COLUMNS) - len(fixed)
     for start in range(0, len(rows), ROWS_PER_INSERT):
         count = min(ROWS_PER_INSERT, len(rows) - start)
         db.execute(_insert_statement(fixed, count), list(islice(values, count * per_row)))
+
 
 ROWS_PER_INSERT = 50
 """Rows per ``INSERT``: 50 × 19 columns stay under 999 parameters, the limit of SQLite before 3.32."""
@@ -253,3 +282,37 @@ def _stored_id(db: sqlite3.Connection, table: str, values: tuple[object, ...]) -
 
 _encode_key = msgspec.json.Encoder().encode
 """The key of a dimension row: its values as a compact JSON array, as SQLite's ``json_array`` writes it."""
+
+
+_UNSTORABLE = (UnicodeEncodeError, OverflowError)
+"""What binding a value SQLite cannot hold raises (sqlite3, CPython 3.11): a str with a lone
+surrogate (JSON's ``"\\ud800"`` escape decodes to one), an int outside 64 bits."""
+_INT64 = range(-(2**63), 2**63)
+
+
+def _as_is(values: tuple[object, ...]) -> tuple[object, ...]:
+    return values
+
+
+def storable(values: tuple[object, ...]) -> tuple[object, ...]:
+    """``values`` with what SQLite cannot hold made storable: a lone surrogate written as its
+    escape (``\\ud800``), an integer past 64 bits as null (no count or cost is that large)."""
+    return tuple(
+        v.encode("utf-8", "backslashreplace").decode("utf-8") if type(v) is str and not v.isascii()
+        else None if type(v) is int and v not in _INT64
+        else v
+        for v in values
+    )  # fmt: skip
+
+
+_FLAGS_AT = ROW_COLUMNS.index("flags")
+
+
+def _flagged(r: CallRecord, row: tuple[object, ...]) -> tuple[object, ...]:
+    """``r``'s `ROW_COLUMNS` row made `storable`, flagged ``invalid_value`` if any of its values
+    (its context's and place's included) had to be changed."""
+    cleaned = storable(row)
+    if cleaned == row and all(storable(v) == v for v in (context_of(r), place_of(r))):
+        return row
+    flags = set(filter(None, str(cleaned[_FLAGS_AT]).split(","))) | {Flag.INVALID_VALUE.value}
+    return (*cleaned[:_FLAGS_AT], ",".join(sorted(flags)), *cleaned[_FLAGS_AT + 1 :])

@@ -28,8 +28,16 @@ class StreamOutcome(StrEnum):
     """It was garbage-collected without being read to the end or closed."""
 
 
-Count = Annotated[int, msgspec.Meta(ge=0)]
-"""A token count as the fast lanes accept it: an integer, not negative (msgspec checks it in C)."""
+MAX_COUNT = 10**9
+"""The largest token count one call can report: a thousand times the longest context window. A
+larger one is a server's bug; kept raw, it would overflow the costs and sums the ledger stores."""
+Count = Annotated[int, msgspec.Meta(ge=0, le=MAX_COUNT)]
+"""A token count as the fast lanes accept it (msgspec checks it in C): see `is_count`."""
+
+
+def is_count(value: Any) -> bool:
+    """Whether ``value`` is a token count: an integer from 0 to `MAX_COUNT` (not a bool, not 3.0)."""
+    return type(value) is int and 0 <= value <= MAX_COUNT  # bool is an int subclass, not the same type
 
 
 class IdModelUsage(msgspec.Struct, gc=False):
@@ -150,10 +158,6 @@ def _lookup(raw: dict[str, Any], path: str) -> Any:
     return node
 
 
-def _valid(value: Any) -> bool:
-    return type(value) is int and value >= 0  # bool is a subclass of int, not the same type
-
-
 def _read(raw: dict[str, Any], paths: tuple[tuple[str, ...], ...], flags: set[str]) -> int | None:
     total: int | None = None
     for path in paths:
@@ -163,7 +167,7 @@ def _read(raw: dict[str, Any], paths: tuple[tuple[str, ...], ...], flags: set[st
             node = node.get(key) if type(node) is dict else None
         if node is None:
             continue
-        if type(node) is not int or node < 0:  # bool is an int subclass, not the same type
+        if type(node) is not int or not 0 <= node <= MAX_COUNT:  # `is_count`, inlined
             flags.add(Flag.INVALID_VALUE)
             return None
         total = node if total is None else total + node
@@ -197,7 +201,7 @@ def read_usage(raw: Any, spec: UsageMap, source: Source = Source.REPORTED) -> tu
     if spec.total is not None:
         reported_total = _lookup(raw, spec.total)
         if reported_total is not None:
-            if not _valid(reported_total):
+            if type(reported_total) is not int or reported_total < 0:  # a total may pass MAX_COUNT
                 flags.add(Flag.INVALID_VALUE)
             elif inp is not None and out is not None and reported_total != inp + out:
                 flags.add(Flag.TOTAL_MISMATCH)
@@ -405,6 +409,7 @@ class WholeBody:
 
 
 __all__ = [
+    "MAX_COUNT",
     "REPORTED",
     "Count",
     "IdModelUsage",
@@ -416,6 +421,7 @@ __all__ = [
     "WholeBody",
     "WireParser",
     "as_partial",
+    "is_count",
     "json_value",
     "loads",
     "parsed",

@@ -39,6 +39,7 @@ from tokentrail.wire._base import (
     RequestInfo,
     StreamOutcome,
     UsageMap,
+    is_count,
     json_value,
     loads,
     read_usage,
@@ -60,10 +61,6 @@ USAGE = UsageMap(
 _TTL_PARTS = ("ephemeral_5m_input_tokens", "ephemeral_1h_input_tokens")
 
 
-def _count(value: Any) -> bool:
-    return type(value) is int and value >= 0
-
-
 def usage_from(raw: Any) -> tuple[Usage, Provenance, set[str]]:
     """Normalize one Anthropic ``usage`` object; validate every number, never raise.
 
@@ -80,7 +77,7 @@ def usage_from(raw: Any) -> tuple[Usage, Provenance, set[str]]:
     ttl = raw.get("cache_creation")
     if ttl is not None:
         parts = [ttl.get(k) for k in _TTL_PARTS] if type(ttl) is dict else [ttl]
-        if not all(p is None or _count(p) for p in parts):
+        if not all(p is None or is_count(p) for p in parts):
             flags.add(Flag.INVALID_VALUE)
         elif usage.cache_write_tokens is not None and sum(p or 0 for p in parts) > usage.cache_write_tokens:
             flags.add(Flag.PARTS_EXCEED_WHOLE)

@@ -53,6 +53,7 @@ from tokentrail.wire._base import (
     UsageMap,
     WholeBody,
     as_partial,
+    is_count,
     json_value,
     loads,
     read_usage,
@@ -87,14 +88,11 @@ _DETAILS = (
 )
 
 
-def _count(value: Any) -> bool:
-    return type(value) is int and value >= 0
-
-
 def usage_from(raw: Any, spec: UsageMap = USAGE) -> tuple[Usage, Provenance, set[str]]:
     """Normalize one ``usageMetadata`` object; validate every number, never raise."""
     counted = raw
-    if type(raw) is dict and _count(raw.get("totalTokenCount")):
+    total = raw.get("totalTokenCount") if type(raw) is dict else None
+    if type(total) is int and total >= 0:  # a total may pass MAX_COUNT
         missing = [k for k in _OMITTED_ZEROS if k in spec.input + spec.output and raw.get(k) is None]
         if missing:
             counted = {**raw, **dict.fromkeys(missing, 0)}
@@ -102,7 +100,7 @@ def usage_from(raw: Any, spec: UsageMap = USAGE) -> tuple[Usage, Provenance, set
     if type(raw) is not dict:
         return usage, provenance, flags
     cached, prompt = raw.get("cachedContentTokenCount"), counted.get("promptTokenCount")
-    if _count(cached) and _count(prompt) and cached > prompt:
+    if is_count(cached) and is_count(prompt) and cached > prompt:
         flags.add(Flag.PARTS_EXCEED_WHOLE)  # cached is part of the prompt, not of the tool-use input
     for details, whole in _DETAILS:
         entries = raw.get(details)
@@ -112,9 +110,9 @@ def usage_from(raw: Any, spec: UsageMap = USAGE) -> tuple[Usage, Provenance, set
             flags.add(Flag.INVALID_VALUE)
             continue
         counts = [e.get("tokenCount", 0) for e in entries]  # an omitted tokenCount is a proto3 zero
-        if not all(_count(c) for c in counts):
+        if not all(is_count(c) for c in counts):
             flags.add(Flag.INVALID_VALUE)
-        elif _count(counted.get(whole)) and sum(counts) > counted[whole]:
+        elif is_count(counted.get(whole)) and sum(counts) > counted[whole]:
             flags.add(Flag.PARTS_EXCEED_WHOLE)
     return usage, provenance, flags
 
@@ -376,7 +374,7 @@ def _vertex_predict_tokens(body: bytes) -> tuple[int | None, set[str]]:
                     value, _ = _decoder.raw_decode(body[colon + 1 : colon + 64].lstrip().decode("utf-8", "replace"))
                 except ValueError:
                     value = None
-                if not _count(value):
+                if not is_count(value):
                     flags.add(Flag.INVALID_VALUE)
                     return None, flags
                 total += value

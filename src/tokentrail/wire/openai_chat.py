@@ -481,10 +481,15 @@ class Embeddings:
             # Embeddings report no output count because there is none; 0 is the fact, not a guess.
             result = parsed({**raw, "completion_tokens": 0}, self._usage, model=model)
             return replace(result, raw_usage=raw)
-        return parsed(raw, self._usage, model=model)
+        # Without usage, the input is counted from the request; the output is the empty text.
+        return parsed(raw, self._usage, model=model, output_text=_no_text)
 
     def stream(self) -> WholeBody:
         return WholeBody(self)
+
+
+def _no_text() -> str:
+    return ""
 
 
 SUFFIXES: tuple[str, ...] = ("/chat/completions", "/completions", "/embeddings")

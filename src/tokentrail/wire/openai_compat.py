@@ -58,6 +58,7 @@ from tokentrail.wire._base import (
     UsageMap,
     WholeBody,
     as_partial,
+    is_count,
     loads,
     parsed,
     read_usage,
@@ -86,7 +87,7 @@ def _count(raw: Mapping[str, Any], path: str) -> int | None:
         if not isinstance(node, Mapping):
             return None
         node = node.get(part)
-    return node if isinstance(node, int) and not isinstance(node, bool) and node >= 0 else None
+    return node if is_count(node) else None
 
 
 def _additive(raw: Mapping[str, Any], reasoning_path: str, provider: str | None) -> tuple[bool, bool]:
