@@ -367,7 +367,8 @@ def test_embeddings_without_usage_count_the_input_and_know_the_output(
 ) -> None:
     # An embedding generates nothing: without usage its output is still 0 (from the empty text),
     # and its input is counted from the request, as the provider would have reported it.
-    client.embeddings.create(model="text-embedding-3-small", input="hello world", extra_headers={"X-Sim-Fault": "nousage"})
+    fault = {"X-Sim-Fault": "nousage"}
+    client.embeddings.create(model="text-embedding-3-small", input="hello world", extra_headers=fault)
     [call] = recorded(db)
     assert (call["input_tokens"], call["input_source"]) == (sim.served[-1].input_tokens, "counted")
     assert (call["output_tokens"], call["output_source"], call["usage_source"]) == (0, "counted", "counted")

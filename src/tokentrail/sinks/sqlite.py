@@ -70,7 +70,7 @@ def _check_ledger(db: sqlite3.Connection, path: Path, *, create: bool) -> None:
         return
     db.close()
     if tables:
-        raise StoreError(f"{path} is a SQLite database but not a tokentrail ledger (choose another --db or TOKENTRAIL_DB)")
+        raise StoreError(f"{path} is a SQLite database but not a tokentrail ledger (choose another --db)")
     raise StoreError(f"no tokentrail ledger at {path} (the file is empty)")
 
 
