@@ -193,3 +193,75 @@ def test_run_reaches_python_children_with_the_runs_scope(tmp_path: Path, sim: Si
     assert len(calls) == 4 and {c["run"] for c in calls} == {"family"}
     assert {c["scope_path"] for c in calls} == {"family/launcher"}
     assert {c["call_site"].split(":")[0] for c in calls} == {"parent.py", "child.py"}
+
+
+def test_report_markdown_keeps_a_pipe_or_a_line_break_in_a_name_inside_its_cell(tmp_path: Path, sim: Simulator) -> None:
+    from markdown_it import MarkdownIt  # a GFM table parser (comes with inline-snapshot's rich)
+
+    (tmp_path / "app.py").write_text(APP)
+    db = tmp_path / "pipes.db"
+    run, agent = "trial|7", "planner|v2\nback\\|slash"
+    done = tokentrail("run", "--db", str(db), "--run", run, "--agent", agent, "--",
+                      sys.executable, "app.py", sim.url, cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    done = tokentrail("report", "--db", str(db), "--by", "run,agent,model", "--format", "markdown")
+    assert done.returncode == 0, done.stderr
+    table = done.stdout.split("\n\n")[0]
+    assert len(table.splitlines()) == 2 + 3 + 1  # head, rule, one row per model, TOTAL
+    tokens = MarkdownIt("commonmark").enable("table").parse(table)
+    rows: list[list[str]] = []
+    for token in tokens:
+        if token.type == "tr_open":
+            rows.append([])
+        elif token.type == "inline":
+            rows[-1].append("".join(child.content for child in token.children or []))  # as read
+    head, *body, total = rows
+    assert head[:4] == ["run", "agent", "model", "calls"]
+    assert all(len(row) == len(head) for row in rows)
+    # Each name reads back whole in its own cell; the line break is a <br>.
+    assert {(r[0], r[1]) for r in body} == {(run, agent.replace("\n", "<br>"))}
+    assert total[:4] == ["TOTAL", "", "", "3"]
+
+
+@pytest.mark.parametrize("fmt", ["table", "markdown", "json"])
+@pytest.mark.parametrize("by", ["", ",", " "])
+def test_report_rejects_an_empty_by(ledger: Path, by: str, fmt: str) -> None:
+    # It printed the total twice, the second time with TOTAL written over its call count.
+    done = tokentrail("report", "--db", str(ledger), "--by", by, "--format", fmt)
+    assert done.returncode == 2 and done.stdout == ""
+    assert "--by needs at least one dimension; choose from run, agent," in done.stderr
+
+
+@pytest.mark.parametrize("n", ["-3", "0", "x"])
+def test_calls_rejects_a_limit_below_one(ledger: Path, n: str) -> None:
+    # SQLite reads LIMIT -3 as no limit: `-n -3` printed every call.
+    done = tokentrail("calls", "--db", str(ledger), "-n", n, "--format", "jsonl")
+    assert done.returncode == 2 and done.stdout == ""
+    assert f"N must be a whole number, 1 or more, not {n}" in done.stderr
+
+
+@pytest.mark.parametrize("fmt", ["table", "json"])
+def test_report_what_if_a_model_without_a_price_is_an_error(ledger: Path, fmt: str) -> None:
+    # It printed a column of nulls, said nothing and exited 0.
+    done = tokentrail("report", "--db", str(ledger), "--what-if", "gpt-4o-mni", "--format", fmt)
+    assert done.returncode == 2 and done.stdout == ""
+    assert "no price for --what-if model 'gpt-4o-mni'" in done.stderr and "tokentrail prices" in done.stderr
+
+
+def test_report_what_if_says_how_many_calls_it_could_not_price(tmp_path: Path, sim: Simulator) -> None:
+    (tmp_path / "app.py").write_text(textwrap.dedent("""
+        import sys, openai
+        client = openai.OpenAI(base_url=sys.argv[1] + "/v1", api_key="sk-test", max_retries=0)
+        client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hello"}])
+        try:  # an error answer: no usage, so nothing to price
+            client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}],
+                                           extra_headers={"X-Sim-Fault": "500"})
+        except openai.InternalServerError:
+            pass
+    """))  # fmt: skip
+    db = tmp_path / "nousage.db"
+    done = tokentrail("run", "--db", str(db), "--", sys.executable, "app.py", sim.url, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    done = tokentrail("report", "--db", str(db), "--by", "model", "--what-if", "gpt-4o")
+    assert done.returncode == 0, done.stderr
+    assert "note: 1 call(s) could not be priced on gpt-4o" in done.stdout

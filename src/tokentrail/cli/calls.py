@@ -31,8 +31,20 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p = sub.add_parser("calls", help="every recorded HTTP attempt")
     add_db_options(p)
     p.add_argument("--format", "-f", choices=("table", "jsonl"), default="table")
-    p.add_argument("-n", "--limit", type=int, default=None, help="only the latest N calls")
+    p.add_argument("-n", "--limit", type=_count, default=None, metavar="N", help="only the latest N calls (N ≥ 1)")
     p.set_defaults(handler=main)
+
+
+def _count(text: str) -> int:
+    # SQLite reads a negative LIMIT as no limit: `-n -3` printed every call. 0 is refused too: it may
+    # mean none or, as in `llm logs -n 0`, all, and omitting -n already says all.
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"N must be a whole number, 1 or more, not {text} (omit -n for every call)")
+    return n
 
 
 def main(args: argparse.Namespace) -> int:

@@ -11,8 +11,10 @@ import argparse
 from decimal import Decimal
 from typing import Any
 
-from tokentrail import report
+from tokentrail import pricing, report
 from tokentrail.cli._common import add_db_options, open_db
+from tokentrail.errors import ConfigError
+from tokentrail.pricing import table
 from tokentrail.report import anatomy
 from tokentrail.report.text import FORMATS, render
 
@@ -42,12 +44,18 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def main(args: argparse.Namespace) -> int:
     dims = report.parse_dims(args.by)
+    if args.what_if and pricing.rates_for(args.what_if) is None:  # else a column of nulls, unexplained
+        raise ConfigError(
+            f"no price for --what-if model {args.what_if!r} in {table.price_version()} or the overrides;"
+            " check the name with `tokentrail prices MODEL`"
+        )
     db = open_db(args)
     filters = report.Filters(run=args.run)
     show = args.anatomy if args.anatomy is not None else anatomy.present(db, filters)
     rows = report.summarize(db, dims, filters, anatomy=show)
     total = report.totals(db, filters, anatomy=show)
     columns = [*dims, *(name for name, _ in report.measures(anatomy=show))]
+    unpriced = 0  # calls --what-if could not price
     if args.what_if:
         column = f"cost_if_{args.what_if}"
         alternative = report.what_if(db, dims, args.what_if, filters)
@@ -59,6 +67,7 @@ def main(args: argparse.Namespace) -> int:
             if any(p for _, p, _ in alternative.values()) else None
         )  # fmt: skip
         columns.append(column)
+        unpriced = sum(n for _, _, n in alternative.values())
     by_name = anatomy.by_tool_name(db, dims, filters) if show and "tool" in dims else None
     extra = {"by_tool_name": by_name} if by_name is not None else None
     print(render(rows, columns, args.format, total=total if args.format in ("table", "markdown", "json") else None,
@@ -71,6 +80,9 @@ def main(args: argparse.Namespace) -> int:
     without = total.get("calls_without_usage") or 0
     if without and args.format in ("table", "markdown"):
         print(f"\nnote: {without:,} call(s) had no usage (no_usage column); their tokens are not in the sums")
+    if unpriced and args.format in ("table", "markdown"):
+        print(f"\nnote: {unpriced:,} call(s) could not be priced on {args.what_if} (a count or a rate unknown);"
+              f" they are not in cost_if_{args.what_if}")  # fmt: skip
     if show and args.format in ("table", "markdown"):
         for note in anatomy.notes(db, filters, total, by_tool_name=by_name is not None):
             print(f"\nnote: {note}")

@@ -16,7 +16,7 @@ from typing import Any
 
 from tokentrail.errors import ConfigError
 from tokentrail.records import PICO
-from tokentrail.usage import TOKEN_FIELDS, Usage, UsageTotals
+from tokentrail.usage import TOKEN_FIELDS, TOTAL_KEYS, ZERO, Source, Usage, UsageTotals
 
 DIMENSIONS: dict[str, str] = {
     "run": "run",
@@ -102,11 +102,14 @@ class Filters:
 
 
 def parse_dims(by: str | Sequence[str]) -> list[str]:
-    """Validate ``--by`` (comma-separated or a list). Raises `ConfigError` naming the valid choices."""
+    """Validate ``--by`` (comma-separated or a list). Raises `ConfigError` naming the valid choices, also
+    when no dimension is given (the report's TOTAL row is already the ungrouped sum)."""
     names = [d.strip() for d in (by.split(",") if isinstance(by, str) else by) if d.strip()]
     unknown = [d for d in names if d not in DIMENSIONS]
     if unknown:
         raise ConfigError(f"unknown --by dimension {', '.join(unknown)}; choose from {', '.join(DIMENSIONS)}")
+    if not names:
+        raise ConfigError(f"--by needs at least one dimension; choose from {', '.join(DIMENSIONS)}")
     return names
 
 
@@ -184,18 +187,29 @@ def what_if(
     return out
 
 
+_ESTIMATED = ", ".join(f"'{s}'" for s in (Source.COUNTED, Source.ESTIMATED))
+_TOTALS_SQL = dict(
+    MEASURES, calls_estimated=f"SUM(input_source IN ({_ESTIMATED}) OR output_source IN ({_ESTIMATED}))"
+)
+"""`UsageTotals` fields → SQL aggregates; ``calls_estimated`` as `tokentrail.usage.totals_row` counts it live."""
+
+
 def subtree_totals(db: sqlite3.Connection, id_path: str) -> UsageTotals:
     """Totals of every call under the scope with materialized path ``id_path`` (one indexed query).
 
     The descendants' paths start with ``id_path + "/"``: in byte order they lie between that and
     ``id_path + "0"`` ("0" follows "/"), a range the ``call_places_path`` index serves (a ``LIKE``
     prefix would scan the whole table); their calls come by the ``call_rows_place`` index."""
+    # Every field by name: a field with no aggregate fails here (KeyError) instead of reading as 0.
     row = db.execute(
-        f"SELECT {', '.join(f'{expr} AS {name}' for name, expr in MEASURES)} FROM calls"
+        f"SELECT {', '.join(f'{_TOTALS_SQL[name]} AS {name}' for name in TOTAL_KEYS)} FROM calls"
         " WHERE scope_id_path = ? OR (scope_id_path > ? AND scope_id_path < ?)",
         (id_path, id_path + "/", id_path + "0"),
     ).fetchone()
-    return UsageTotals.from_dict(dict(row) if row["calls"] else {})
+    if not row["calls"]:
+        return ZERO
+    # A sum over calls none of which knows the count is NULL: 0, the call counted in calls_without_usage.
+    return UsageTotals(**{name: row[name] or 0 for name in TOTAL_KEYS})
 
 
 def dropped(db: sqlite3.Connection) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -73,8 +74,8 @@ def render(
         body[-1][0] = "TOTAL"
     numeric = [all(_is_num(r.get(c)) for r in rows) for c in columns]
     if fmt == "markdown":
-        lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---:" if n else "---" for n in numeric) + "|"]
-        lines += ["| " + " | ".join(r) + " |" for r in body]
+        lines = ["| " + " | ".join(map(_md, cells)) + " |" for cells in [head, *body]]
+        lines.insert(1, "|" + "|".join("---:" if n else "---" for n in numeric) + "|")
         return "\n".join(lines)
     widths = [max(len(h), *(len(r[i]) for r in body)) if body else len(h) for i, h in enumerate(head)]
 
@@ -87,6 +88,17 @@ def render(
     if total is not None:
         out += [line(["-" * w for w in widths]), line(body[-1])]
     return "\n".join(out)
+
+
+def _md(cell: str) -> str:
+    """A Markdown table cell: a pipe would start a new column and a line break end the row (a run
+    named ``trial|7``), so pipes are escaped (with the backslashes before them, which would escape
+    the escape) and line breaks become ``<br>``."""
+    return _LINE_BREAK.sub("<br>", _PIPE.sub(r"\1\1\\|", cell))
+
+
+_PIPE = re.compile(r"(\\*)\|")
+_LINE_BREAK = re.compile(r"\r\n?|\n")
 
 
 def _is_num(value: Any) -> bool:
