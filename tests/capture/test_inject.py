@@ -1,4 +1,7 @@
-"""``instrument(stream_usage="inject")``: usage asked for on streams that did not ask, hidden from the caller."""
+"""``instrument(stream_usage="inject")``: usage asked for on streams that did not ask, hidden from the caller.
+
+The first such stream to an endpoint and model is a probe, sent as is (`inject.UsageProbe`): the tests
+that look at an injected stream send one first (`_probe`)."""
 
 from __future__ import annotations
 
@@ -33,12 +36,14 @@ def injecting(tmp_path: Path) -> Iterator[Path]:
     tokentrail.flush()
     tokentrail.instrument(path, stream_usage="inject")
     inject._rejected.clear()
+    inject._unasked.clear()
     try:
         yield path
     finally:
         tokentrail.uninstrument()
         inject.configure(None)
         inject._rejected.clear()
+        inject._unasked.clear()
 
 
 def _chunks(client: openai.OpenAI, **kwargs: Any) -> list[dict[str, Any]]:
@@ -51,6 +56,14 @@ def _without_id(chunk: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in chunk.items() if k not in ("id", "created")}
 
 
+def _probe(client: openai.OpenAI, sim: Simulator) -> list[dict[str, Any]]:
+    """The first stream to the simulator's endpoint: sent without the option, watched, not filtered."""
+    with tokentrail.run("inject-probe"):
+        chunks = _chunks(client)
+    assert not sim.served[-1].usage_sent
+    return chunks
+
+
 def _raw(sim: Simulator, body: dict[str, Any], headers: dict[str, str] | None = None) -> bytes:
     """The bytes a raw httpx stream gives the caller (ids and timestamps blanked)."""
     with http.Client() as client, client.stream("POST", sim.url + "/v1/chat/completions", json=body, headers=headers) as r:
@@ -59,13 +72,16 @@ def _raw(sim: Simulator, body: dict[str, Any], headers: dict[str, str] | None = 
 
 def test_sdk_stream_is_what_it_would_have_been_and_usage_is_reported(sim: Simulator, injecting: Path) -> None:
     client = openai.OpenAI(base_url=sim.url + "/v1", api_key="sk-test")
+    probed = _probe(client, sim)
     with tokentrail.run("inject-sdk"):
         seen = _chunks(client)
         served = sim.served[-1]
     inject.configure(None)
     without = _chunks(client)
-    assert seen == without  # no usage-only chunk, no "usage": null members
+    assert seen == without == probed  # no usage-only chunk, no "usage": null members
     assert all("usage" not in chunk for chunk in seen)
+    [probe] = recorded(injecting, run="inject-probe")
+    assert probe["usage_source"] == "counted"  # as without the option
     [rec] = recorded(injecting, run="inject-sdk")
     assert served.usage_sent
     assert (rec["usage_source"], rec["input_tokens"], rec["output_tokens"]) == (
@@ -82,6 +98,7 @@ def test_async_sdk_stream(sim: Simulator, injecting: Path) -> None:
             stream = await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)  # type: ignore[call-overload]
             return [_without_id(c.model_dump(exclude_unset=True)) async for c in stream]
 
+    _probe(openai.OpenAI(base_url=sim.url + "/v1", api_key="sk-test"), sim)
     seen = asyncio.run(main())
     served = sim.served[-1]
     inject.configure(None)
@@ -92,11 +109,13 @@ def test_async_sdk_stream(sim: Simulator, injecting: Path) -> None:
 
 def test_raw_bytes_match_the_uninjected_stream(sim: Simulator, injecting: Path) -> None:
     body = {"model": "gpt-4o-mini", "messages": MESSAGES, "stream": True}
+    probed = _raw(sim, body)
+    assert not sim.served[-1].usage_sent
     with tokentrail.run("inject-raw"):
         seen = _raw(sim, body)
     assert sim.served[-1].usage_sent
     inject.configure(None)
-    assert seen == _raw(sim, body)
+    assert seen == _raw(sim, body) == probed
     assert b'"usage"' not in seen and seen.endswith(b"data: [DONE]\n\n")
     [rec] = recorded(injecting, run="inject-raw")
     assert rec["usage_source"] == "reported"
@@ -125,18 +144,23 @@ def test_other_stream_options_are_kept(injecting: Path) -> None:
         b'data: {"id":"a","choices":[{"index":0,"delta":{"content":"hi"}}],"usage":null}\n\n'
         b'data: {"id":"a","choices":[],"usage":' + json.dumps(usage).encode() + b"}\n\ndata: [DONE]\n\n"
     )
+    plain = b'data: {"id":"a","choices":[{"index":0,"delta":{"content":"hi"}}]}\n\ndata: [DONE]\n\n'
 
     def handler(request: Any) -> Any:
         sent.append(json.loads(request.read()))
-        return http.Response(200, headers={"content-type": "text/event-stream"}, content=sse)
+        asked = sent[-1]["stream_options"].get("include_usage")
+        return http.Response(200, headers={"content-type": "text/event-stream"}, content=sse if asked else plain)
 
     body = {"model": "gpt-4o-mini", "stream": True, "stream_options": {"include_obfuscation": False}, "messages": []}
+    with http.Client(transport=http.MockTransport(handler)) as client:  # the probe, in memory too
+        url = "http://mock.test/v1/chat/completions"
+        assert client.send(client.build_request("POST", url, json=body), stream=True).read() == plain
     with tokentrail.run("inject-merge"), http.Client(transport=http.MockTransport(handler)) as client:
         r = client.send(client.build_request("POST", "http://mock.test/v1/chat/completions", json=body), stream=True)
         # In memory (MockTransport): the caller's copy is filtered at once.
         assert r.read() == b'data: {"id":"a","choices":[{"index":0,"delta":{"content":"hi"}}]}\n\ndata: [DONE]\n\n'
         assert json.loads(r.request.content) == body  # the caller's own request
-    assert sent == [{**body, "stream_options": {"include_obfuscation": False, "include_usage": True}}]
+    assert sent == [body, {**body, "stream_options": {"include_obfuscation": False, "include_usage": True}}]
     [rec] = recorded(injecting, run="inject-merge")
     assert (rec["usage_source"], rec["input_tokens"], rec["output_tokens"]) == ("reported", 3, 1)
 
@@ -144,11 +168,12 @@ def test_other_stream_options_are_kept(injecting: Path) -> None:
 def test_an_endpoint_that_rejects_the_option_gets_the_original_request(sim: Simulator, injecting: Path) -> None:
     client = openai.OpenAI(base_url=sim.url + "/v1", api_key="sk-test", default_headers={"X-Sim-Fault": "nostreamoptions"})
     before = len(sim.served)
+    _probe(client, sim)
     with tokentrail.run("inject-rejected"):
         first = _chunks(client)
         second = _chunks(client)
     statuses = [s.status for s in sim.served[before:]]
-    assert statuses == [400, 200, 200]  # the option once, then never again on that endpoint
+    assert statuses == [200, 400, 200, 200]  # the probe; the option once, then never again on that endpoint
     assert first == second and all("usage" not in c for c in first)
     records = recorded(injecting, run="inject-rejected")
     assert len(records) == 2  # tokentrail's rejected attempt is not the application's call
@@ -176,13 +201,15 @@ def test_environment_variable_turns_it_on(tmp_path: Path, monkeypatch: pytest.Mo
 
 
 def test_legacy_completions_stream(sim: Simulator, injecting: Path) -> None:
-    assert inject.injected_body("openai.completions", ("h", 1, "/v1/completions"), b'{"stream": true, "prompt": "x"}') == (
-        b'{"stream": true, "prompt": "x","stream_options":{"include_usage":true}}'
-    )
-    assert inject.injected_body("anthropic.messages", ("h", 1, "/v1/messages"), b'{"stream": true}') is None
-    assert inject.injected_body("openai.chat", ("h", 1, "/p"), b'{"stream": false}') is None
-    assert inject.injected_body("openai.chat", ("h", 1, "/p"), b'{"content": "\\"stream\\": true"}') is None
-    assert inject.injected_body("openai.chat", ("h", 1, "/p"), b"not json") is None
+    where, body = ("h", 1, "/v1/completions"), b'{"stream": true, "prompt": "x"}'
+    assert inject.plan("openai.completions", where, body) == inject.Plan(("h", 1, "/v1/completions", None), None)
+    inject.learned(("h", 1, "/v1/completions", None), 0)  # what a probe of a server that sends nothing unasked learns
+    plan = inject.plan("openai.completions", where, body)
+    assert plan is not None and plan.body == b'{"stream": true, "prompt": "x","stream_options":{"include_usage":true}}'
+    assert inject.plan("anthropic.messages", ("h", 1, "/v1/messages"), b'{"stream": true}') is None
+    assert inject.plan("openai.chat", ("h", 1, "/p"), b'{"stream": false}') is None
+    assert inject.plan("openai.chat", ("h", 1, "/p"), b'{"content": "\\"stream\\": true"}') is None
+    assert inject.plan("openai.chat", ("h", 1, "/p"), b"not json") is None
 
 
 # -- the filter, at every chunking -----------------------------------------------------------------
@@ -223,6 +250,7 @@ def test_filter_keeps_azure_prompt_filter_chunk_and_a_last_event_without_blank_l
 @pytest.mark.skipif(OPENAI_MAJOR < 3, reason="openai 2.x sends through httpx: the tests above cover it")
 def test_httpx_too(sim: Simulator, injecting: Path) -> None:
     body = {"model": "gpt-4o-mini", "messages": MESSAGES, "stream": True}
+    _raw(sim, body)  # the probe (through httpx2: the endpoint and model are the same)
     with tokentrail.run("inject-httpx"), httpx.Client() as client:
         with client.stream("POST", sim.url + "/v1/chat/completions", json=body) as r:
             seen = b"".join(r.iter_raw())

@@ -9,6 +9,7 @@ openai 2.x and most other libraries through httpx.
 from __future__ import annotations
 
 import sys
+import weakref
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
@@ -23,26 +24,30 @@ _SENTINEL = "__tokentrail_original__"
 
 
 def _attach(
-    exchange: _exchange.Exchange, response: Any, module: ModuleType, sync: bool, injected: bool = False
+    exchange: _exchange.Exchange, response: Any, module: ModuleType, sync: bool, plan: inject.Plan | None = None
 ) -> None:
     """Observe a streamed response (`_finish` handles a body read whole; only streams are injected)."""
     parser = exchange.stream_started(response.status_code, response.headers)
-    # Only an event stream carries what the option added; anything else passes as is.
-    injected = injected and _exchange.media_type(response.headers) == "text/event-stream"
+    # Only a successful event stream carries what the option added, or teaches what the server sends
+    # unasked; anything else passes as is.
+    if plan is not None and (
+        response.status_code != 200 or _exchange.media_type(response.headers) != "text/event-stream"
+    ):
+        plan = None
     content = getattr(response, "_content", None)
     if isinstance(content, bytes):
         # Already in memory (a transport that answered with bytes, e.g. MockTransport or respx):
         # nobody will read the stream, so the record is finished now.
         parser.feed(content)
         exchange.stream_finished(parser, StreamOutcome.COMPLETE, None)
-        if injected:
-            response._content = inject.filter_whole(content)
+        if plan is not None:
+            response._content = plan.whole(content)
         return
     observed_sync, observed_async = stream_classes(module)
     response.stream = (observed_sync if sync else observed_async)(response.stream, exchange, parser)
-    if injected:  # the parser sees the stream as sent; the caller, as it would have been without the option
+    if plan is not None:  # the parser sees the stream as sent; the caller, as it would have been without the option
         filtered_sync, filtered_async = filter_classes(module)
-        response.stream = (filtered_sync if sync else filtered_async)(response.stream)
+        response.stream = (filtered_sync if sync else filtered_async)(response.stream, plan.watcher())
 
 
 def _route(request: Any) -> _exchange.Route | None:
@@ -76,11 +81,20 @@ def _begin(request: Any, library: str) -> _exchange.Exchange | None:
         return None
 
 
+_plans: weakref.WeakKeyDictionary[Any, inject.Plan] = weakref.WeakKeyDictionary()
+"""The `inject.Plan` of a caller's request, from `_injected` to `_finish` (the hooks pass on only the
+request sent)."""
+
+
 def _injected(module: ModuleType, request: Any, exchange: _exchange.Exchange) -> Any:
-    """The streamed request with usage asked for (``stream_usage="inject"``), or None to send it as is."""
+    """The streamed request with usage asked for (``stream_usage="inject"``), or None to send it as is
+    (a probe among them: its plan waits in `_plans`)."""
     with guard("inject.prepare"):
-        body = inject.injected_body(exchange.parser.api, _where(request), exchange.body_sent)
-        return None if body is None else inject.rebuild(module, request, body)
+        plan = inject.plan(exchange.parser.api, _where(request), exchange.body_sent)
+        if plan is None:
+            return None
+        _plans[request] = plan
+        return None if plan.body is None else inject.rebuild(module, request, plan.body)
     return None
 
 
@@ -89,21 +103,54 @@ def _where(request: Any) -> tuple[str, int | None, str]:
     return (url.host, url.port, url.path)
 
 
-def _rejected(response: Any, request: Any) -> bool:
-    """True when the endpoint refused the injected option: the original request must go instead."""
+_ERROR_LIMIT = 1 << 20
+"""The largest error answer read to tell whether it refuses the option; a larger one is the application's."""
+
+
+def _error_answer(response: Any) -> bool:
+    """Whether the answer to an injected request is an error (400, 422) that may be read whole to tell
+    what it is about: not an event stream, and not said to be larger than `_ERROR_LIMIT`."""
     if response.status_code not in inject.REJECTED_STATUSES:
         return False
-    inject.rejected(_where(request))
-    return True
+    if _exchange.media_type(response.headers) == "text/event-stream":
+        return False
+    length = response.headers.get("content-length")
+    return length is None or (length.isdigit() and int(length) <= _ERROR_LIMIT)
+
+
+def _rejected(response: Any, request: Any) -> bool:
+    """True when the endpoint refused the injected option: the original request must go instead.
+
+    Only an error about the option is a refusal (`inject.refuses`): a 400 for the application's own
+    mistake is its answer, sent once and passed on. The body is read to tell, as httpx lets a body be
+    read again: ``read()``, ``content``, ``json()`` and ``iter_bytes()`` give it to the caller as it
+    was (the raw ``iter_raw()`` does not). An error while reading is the network's, raised as it is."""
+    return _error_answer(response) and _refused(response.read(), request)
+
+
+async def _arejected(response: Any, request: Any) -> bool:
+    """`_rejected` for an async response."""
+    return _error_answer(response) and _refused(await response.aread(), request)
+
+
+def _refused(body: bytes, request: Any) -> bool:
+    with guard("inject.rejected"):
+        if inject.refuses(body):
+            inject.rejected(_where(request))
+            return True
+    return False
 
 
 def _finish(exchange: _exchange.Exchange, response: Any, request: Any, module: ModuleType, sync: bool,
             injected: Any) -> None:  # fmt: skip
     """Observe a streamed response (the hooks finish a body read whole themselves)."""
     try:
+        plan = _plans.pop(request, None) if injected is not None or inject.mode is not None else None
         if injected is not None:
             response.request = request  # the caller's own request, as without injection
-        _attach(exchange, response, module, sync=sync, injected=injected is not None)
+        elif plan is not None and plan.body is not None:
+            plan = None  # the option was refused: the original request went instead, as is
+        _attach(exchange, response, module, sync=sync, plan=plan)
     except Exception as exc:
         failed("capture.finish", exc)
 
@@ -173,7 +220,7 @@ def _async_send(original: Callable[..., Any], module: ModuleType) -> Callable[..
         token = None if _pool_only(self, pool) else SUPPRESSED.set(True)
         try:
             response = await original(self, request if injected is None else injected, stream=stream, **kwargs)
-            if injected is not None and _rejected(response, request):
+            if injected is not None and await _arejected(response, request):
                 await response.aclose()
                 injected = None
                 response = await original(self, request, stream=stream, **kwargs)

@@ -247,19 +247,20 @@ def stream_classes(module: ModuleType) -> tuple[type, type]:
 
 
 def filter_classes(module: ModuleType) -> tuple[type, type]:
-    """(sync, async) byte streams that pass ``inner`` through `UsageChunkFilter`: what the caller sees
-    of a stream whose request tokentrail asked usage for (``stream_usage="inject"``)."""
+    """(sync, async) byte streams that pass ``inner`` through what ``make()`` returns, anew for each
+    pass: a `UsageChunkFilter` (what the caller sees of a stream whose request tokentrail asked usage
+    for, ``stream_usage="inject"``) or a `UsageProbe` (which passes every byte as it is)."""
     name = module.__name__
     if name in _filters:
         return _filters[name]
-    from tokentrail.capture.inject import UsageChunkFilter
+    from collections.abc import Callable
 
     class FilteredStream(module.SyncByteStream):  # type: ignore[misc,name-defined]
-        def __init__(self, inner: Any) -> None:
-            self._inner = inner
+        def __init__(self, inner: Any, make: Callable[[], Any]) -> None:
+            self._inner, self._make = inner, make
 
         def __iter__(self) -> Iterator[bytes]:
-            f = UsageChunkFilter()
+            f = self._make()
             for chunk in self._inner:
                 out = f.feed(chunk)
                 if out:
@@ -272,11 +273,11 @@ def filter_classes(module: ModuleType) -> tuple[type, type]:
             self._inner.close()
 
     class FilteredAsyncStream(module.AsyncByteStream):  # type: ignore[misc,name-defined]
-        def __init__(self, inner: Any) -> None:
-            self._inner = inner
+        def __init__(self, inner: Any, make: Callable[[], Any]) -> None:
+            self._inner, self._make = inner, make
 
         async def __aiter__(self) -> AsyncIterator[bytes]:
-            f = UsageChunkFilter()
+            f = self._make()
             async for chunk in self._inner:
                 out = f.feed(chunk)
                 if out:
