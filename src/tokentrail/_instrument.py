@@ -157,13 +157,16 @@ def _flush_on_sigterm() -> None:
         return
 
     def on_sigterm(signum: int, frame: Any) -> None:
-        with guard("flush.sigterm"):
-            pipeline.flush()
-        if callable(previous):
-            previous(signum, frame)
-        else:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            os.kill(os.getpid(), signal.SIGTERM)
+        def then() -> None:
+            if callable(previous):
+                previous(signum, frame)
+            else:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                os.kill(os.getpid(), signal.SIGTERM)
+
+        # Not flush(): the signal may land inside a flush of this same thread (a pool worker's last
+        # one, which Pool.terminate() interrupts), whose locks it would wait for forever.
+        pipeline.flush_then(then)
 
     setattr(on_sigterm, _SIGTERM_SENTINEL, True)
     signal.signal(signal.SIGTERM, on_sigterm)

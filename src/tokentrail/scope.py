@@ -55,7 +55,7 @@ class _Totals:
         return UsageTotals(**dict(zip(_TOTAL_KEYS, self.sums, strict=True)))
 
 
-_totals_lock = threading.Lock()
+_totals_lock = threading.RLock()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, eq=False)
@@ -427,7 +427,7 @@ def tool(name: str, **tags: Any) -> ScopeHandle:
 
 def _reset_after_fork() -> None:
     global _totals_lock, _default_lock
-    _totals_lock = threading.Lock()
+    _totals_lock = threading.RLock()
     _default_lock = threading.Lock()
 
 

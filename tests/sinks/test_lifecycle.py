@@ -103,3 +103,19 @@ def test_a_stream_still_held_at_exit_is_recorded(tmp_path: Path) -> None:
     assert proc.returncode == 0
     rows = connect(db, readonly=True).execute("SELECT status, stream, input_source FROM calls").fetchall()
     assert [tuple(r) for r in rows] == [("cancelled", 1, "counted")]
+
+
+def test_sigterm_inside_a_flush_of_the_main_thread_ends_the_process_with_its_records(tmp_path: Path) -> None:
+    # Pool.terminate() signals workers that are in their last flush; the handler runs inside it, on
+    # the thread that holds the pipeline's locks. It used to wait for them forever.
+    body = """
+    import signal
+    calls(30)
+    tokentrail.subscribe(lambda record: os.kill(os.getpid(), signal.SIGTERM))  # during processing
+    calls(1)
+    tokentrail.flush()
+    time.sleep(30)  # not reached: the signal ends the process once the flush is done
+    """
+    proc, db = run_program(tmp_path, body)
+    assert proc.returncode == -signal.SIGTERM
+    assert count(db) == 31

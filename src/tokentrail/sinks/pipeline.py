@@ -12,6 +12,7 @@ records are dropped only past `max_queue`, and every drop is counted and stored.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import logging
 import os
@@ -20,7 +21,7 @@ import threading
 import time
 import warnings
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 from tokentrail._guard import failed, guard, report
@@ -129,7 +130,7 @@ def process_pending() -> None:
     already taken off the queue, and the caller must see them counted when this returns.
     """
     global _wall_offset
-    with _process_lock:
+    with _round(), _process_lock:  # the round ends once the lock is free (`flush_then`)
         _wall_offset = time.time_ns() - time.perf_counter_ns()
         finished: list[Call] = []
         records: list[CallRecord] = []
@@ -439,7 +440,7 @@ def write_ready() -> None:
     """Hand every ready record to the sinks. A sink that fails keeps its batch, in order, and gets it
     again with the next round's: each sink has its own backlog, so no sink ever gets a record twice."""
     global _dropped_unwritten
-    with _write_lock:  # taken even when nothing is ready: the writer may be mid-batch
+    with _round(), _write_lock:  # taken even when nothing is ready: the writer may be mid-batch
         batch: list[Any] = []
         while _ready:
             batch.append(_ready.popleft())
@@ -468,6 +469,42 @@ def flush() -> None:
     """Process and write everything captured so far. Blocks until the sinks have it."""
     process_pending()
     write_ready()
+
+
+@contextlib.contextmanager
+def _round() -> Iterator[None]:
+    """Mark this thread as inside a round (it holds a pipeline lock, which is not reentrant) until
+    the block ends; then run what a signal handler left for the end of the round (`flush_then`)."""
+    me = threading.get_ident()
+    _in_round.add(me)
+    try:
+        yield
+    finally:
+        _in_round.discard(me)
+        left = _after_round.pop(me, None)
+        if left is not None:
+            flush_then(left)
+
+
+def flush_then(then: Callable[[], None]) -> None:
+    """`flush()`, then ``then()``: for a signal handler, which runs between any two bytecodes of the
+    main thread. When that thread was inside a round, holding the locks (waiting for them would hang
+    it), both run when that round ends instead."""
+    me = threading.get_ident()
+    if me in _in_round:
+        _after_round[me] = then
+        return
+    try:
+        with guard("flush.signal"):
+            flush()
+    finally:
+        then()
+
+
+_in_round: set[int] = set()
+"""Threads inside `process_pending` or `write_ready`."""
+_after_round: dict[int, Callable[[], None]] = {}
+"""What `flush_then` left for the end of a thread's round, by thread."""
 
 
 def _run_writer() -> None:
