@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,22 +27,6 @@ from ._clients import OPENAI_MAJOR, http
 
 MESSAGES = [{"role": "user", "content": "Tell me how tokens are counted, in two sentences."}]
 _ID = re.compile(rb'"id":"[^"]*"|"created":\d+')
-
-
-@pytest.fixture
-def injecting(tmp_path: Path) -> Iterator[Path]:
-    path = tmp_path / "ledger.db"
-    tokentrail.flush()
-    tokentrail.instrument(path, stream_usage="inject")
-    inject._rejected.clear()
-    inject._unasked.clear()
-    try:
-        yield path
-    finally:
-        tokentrail.uninstrument()
-        inject.configure(None)
-        inject._rejected.clear()
-        inject._unasked.clear()
 
 
 def _chunks(client: openai.OpenAI, **kwargs: Any) -> list[dict[str, Any]]:

@@ -109,23 +109,6 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def injecting(tmp_path: Path) -> Iterator[Path]:
-    """Capture on, inject mode on, nothing learnt (as in test_inject.py)."""
-    path = tmp_path / "ledger.db"
-    tokentrail.flush()
-    tokentrail.instrument(path, stream_usage="inject")
-    inject._rejected.clear()
-    inject._unasked.clear()
-    try:
-        yield path
-    finally:
-        tokentrail.uninstrument()
-        inject.configure(None)
-        inject._rejected.clear()
-        inject._unasked.clear()
-
-
-@pytest.fixture
 def server(request: pytest.FixtureRequest) -> Iterator[_Server]:
     srv = _Server(request.param)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
