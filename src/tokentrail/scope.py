@@ -15,7 +15,7 @@ import inspect
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable, Generator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
@@ -112,7 +112,7 @@ def _new_scope(kind: ScopeKind, name: str, parent: Scope | None, tags: dict[str,
         agent=name if kind is ScopeKind.AGENT else (inherited.agent if inherited else None),
         step=name if kind is ScopeKind.STEP else (inherited.step if inherited else None),
         tool=name if kind is ScopeKind.TOOL else (inherited.tool if inherited else None),
-        _totals=_Totals(breakdowns=kind is ScopeKind.RUN),
+        _totals=_Totals(breakdowns=True),
     )
     # A run nested in another run is still a run of its own: the root of what it reports.
     object.__setattr__(scope, "run", scope if kind is ScopeKind.RUN or parent is None else parent.run)
@@ -274,29 +274,30 @@ class ScopeHandle:
         self.name = name
         self.tags = tags
         self._scope: Scope | None = None
-        self._token: contextvars.Token[Scope | None] | None = None
+        """The scope it opened last."""
+        self._open: list[tuple[Scope, contextvars.Token[Scope | None]]] = []
+        """Each entry not yet exited: a handle may be entered again while open (nested, or by
+        several tasks at once), and each exit closes its own."""
 
     # -- context manager -------------------------------------------------------------------------
     def __enter__(self) -> ScopeHandle:
-        parent = _current.get()
-        if parent is None and self.kind is not ScopeKind.RUN:
-            parent = default_run()
-        self._scope = _new_scope(self.kind, self.name, parent, self.tags)
-        self._token = _current.set(self._scope)
-        _notify("open", self._scope)
+        scope = self._opened()
+        self._open.append((scope, _current.set(scope)))
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._token is not None:
-            try:
-                _current.reset(self._token)
-            except ValueError:
-                # Exited in another context than it was entered in (e.g. a generator finished by
-                # another task); the scope still closes.
-                _current.set(self._scope.parent if self._scope else None)
-            self._token = None
-        if self._scope is not None:
-            _notify("close", self._scope)
+        if not self._open:
+            return
+        current = _current.get()
+        # The entry this context made is the one whose scope is current here (each task has its own
+        # context); else the latest (exited in another context: a generator finished by another task).
+        at = next((i for i in range(len(self._open) - 1, -1, -1) if self._open[i][0] is current), -1)
+        scope, token = self._open.pop(at)
+        try:
+            _current.reset(token)
+        except ValueError:
+            _current.set(scope.parent)  # another context than the one entered: the scope still closes
+        _notify("close", scope)
 
     async def __aenter__(self) -> ScopeHandle:
         return self.__enter__()
@@ -304,9 +305,33 @@ class ScopeHandle:
     async def __aexit__(self, *exc: object) -> None:
         self.__exit__(*exc)
 
+    def _opened(self) -> Scope:
+        """A new scope of this handle's, under the current one, announced."""
+        parent = _current.get()
+        if parent is None and self.kind is not ScopeKind.RUN:
+            parent = default_run()
+        scope = self._scope = _new_scope(self.kind, self.name, parent, self.tags)
+        _notify("open", scope)
+        return scope
+
     # -- decorator -------------------------------------------------------------------------------
     def __call__(self, fn: F) -> F:
         kind, name, tags = self.kind, self.name, self.tags
+        if inspect.isasyncgenfunction(fn):
+
+            @functools.wraps(fn)
+            async def async_gen_wrapper(*args: Any, **kwargs: Any) -> Any:
+                async for item in _scoped_async_steps(ScopeHandle(kind, name, tags), fn(*args, **kwargs)):
+                    yield item
+
+            return async_gen_wrapper  # type: ignore[return-value]
+        if inspect.isgeneratorfunction(fn):
+
+            @functools.wraps(fn)
+            def gen_wrapper(*args: Any, **kwargs: Any) -> Any:
+                return (yield from _scoped_steps(ScopeHandle(kind, name, tags), fn(*args, **kwargs)))
+
+            return gen_wrapper  # type: ignore[return-value]
         if inspect.iscoroutinefunction(fn):
 
             @functools.wraps(fn)
@@ -401,8 +426,74 @@ class ScopeHandle:
         }
 
     def __repr__(self) -> str:
-        state = "open" if self._token is not None else ("closed" if self._scope else "new")
+        state = "open" if self._open else ("closed" if self._scope else "new")
         return f"<tokentrail {self.kind.value} {self.name!r} {state}>"
+
+
+def _scoped_steps(handle: ScopeHandle, steps: Generator[Any, Any, Any]) -> Generator[Any, Any, Any]:
+    """``yield from steps``, each step run in ``handle``'s scope, opened at the first step and closed
+    at the last. Only the steps: between them the consumer's code runs in its own scope, as a
+    function's caller does (a scope set in a generator would otherwise stay set in its consumer)."""
+    scope = handle._opened()
+    inner: Scope | None = scope  # the scope the steps left current (a `with` of theirs may span a yield)
+    sent: Any = None
+    thrown: BaseException | None = None
+    try:
+        while True:
+            token = _current.set(inner)
+            try:
+                item = steps.throw(thrown) if thrown is not None else steps.send(sent)
+            except StopIteration as stop:
+                return stop.value
+            finally:
+                inner = _current.get()
+                _current.reset(token)
+            sent, thrown = None, None
+            try:
+                sent = yield item
+            except GeneratorExit:
+                token = _current.set(inner)
+                try:
+                    steps.close()
+                finally:
+                    _current.reset(token)
+                raise
+            except BaseException as exc:
+                thrown = exc
+    finally:
+        _notify("close", scope)
+
+
+async def _scoped_async_steps(handle: ScopeHandle, steps: AsyncGenerator[Any, Any]) -> AsyncGenerator[Any, Any]:
+    """`_scoped_steps` for an async generator."""
+    scope = handle._opened()
+    inner: Scope | None = scope
+    sent: Any = None
+    thrown: BaseException | None = None
+    try:
+        while True:
+            token = _current.set(inner)
+            try:
+                item = await (steps.athrow(thrown) if thrown is not None else steps.asend(sent))
+            except StopAsyncIteration:
+                return
+            finally:
+                inner = _current.get()
+                _current.reset(token)
+            sent, thrown = None, None
+            try:
+                sent = yield item
+            except GeneratorExit:
+                token = _current.set(inner)
+                try:
+                    await steps.aclose()
+                finally:
+                    _current.reset(token)
+                raise
+            except BaseException as exc:
+                thrown = exc
+    finally:
+        _notify("close", scope)
 
 
 def run(name: str, **tags: Any) -> ScopeHandle:
