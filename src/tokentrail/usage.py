@@ -12,7 +12,6 @@ The conventions are the same for every provider (ARCHITECTURE.md §2):
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
 
 import msgspec
 
@@ -142,11 +141,6 @@ class UsageTotals(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     def as_dict(self) -> dict[str, int]:
         """Every field, for JSON."""
         return {k: getattr(self, k) for k in TOTAL_KEYS}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> UsageTotals:
-        """The inverse of `as_dict`; unknown keys are ignored and ``None`` counts as 0."""
-        return cls(**{k: int(data.get(k) or 0) for k in TOTAL_KEYS})
 
 
 TOTAL_KEYS: tuple[str, ...] = UsageTotals.__struct_fields__

@@ -77,6 +77,7 @@ def render(
         lines = ["| " + " | ".join(map(_md, cells)) + " |" for cells in [head, *body]]
         lines.insert(1, "|" + "|".join("---:" if n else "---" for n in numeric) + "|")
         return "\n".join(lines)
+    body = [[_LINE_BREAK.sub(_escaped, c) for c in r] for r in body]  # a line break in a name keeps the row whole
     widths = [max(len(h), *(len(r[i]) for r in body)) if body else len(h) for i, h in enumerate(head)]
 
     def line(cells: Sequence[str]) -> str:
@@ -98,7 +99,13 @@ def _md(cell: str) -> str:
 
 
 _PIPE = re.compile(r"(\\*)\|")
+
+
 _LINE_BREAK = re.compile(r"\r\n?|\n")
+
+
+def _escaped(match: re.Match[str]) -> str:
+    return match[0].encode("unicode_escape").decode("ascii")  # "\r\n" as the four characters \r\n
 
 
 def _is_num(value: Any) -> bool:
