@@ -119,9 +119,24 @@ def _new_scope(kind: ScopeKind, name: str, parent: Scope | None, tags: dict[str,
     return scope
 
 
-def rebuild(sid: str, kind: ScopeKind, name: str, parent: Scope | None, tags: dict[str, str] | None = None) -> Scope:
-    """A scope of another process (a parent passing its scope down), with its original id."""
-    return _new_scope(kind, name, parent, tags or {}, sid=sid)
+def rebuild(
+    sid: str,
+    kind: ScopeKind,
+    name: str,
+    parent: Scope | None,
+    tags: dict[str, str] | None = None,
+    *,
+    started_ns: int | None = None,
+    pid: int | None = None,
+) -> Scope:
+    """A scope of another process (a parent passing its scope down), with its original id and, when
+    given, its original start time and pid (so that its stored row is the same whoever writes it)."""
+    scope = _new_scope(kind, name, parent, tags or {}, sid=sid)
+    if started_ns is not None:
+        object.__setattr__(scope, "started_ns", started_ns)
+    if pid is not None:
+        object.__setattr__(scope, "pid", pid)
+    return scope
 
 
 _current: contextvars.ContextVar[Scope | None] = contextvars.ContextVar("tokentrail_scope", default=None)

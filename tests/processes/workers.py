@@ -30,3 +30,9 @@ def agent_calls(name: str, n: int) -> int:
     """Make ``n`` calls inside an agent scope opened in the worker."""
     with tokentrail.agent(name):
         return calls(n)
+
+
+def run_calls(name: str, n: int) -> int:
+    """Make ``n`` calls inside a run opened in the worker."""
+    with tokentrail.run(name):
+        return calls(n)
