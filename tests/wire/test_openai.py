@@ -751,6 +751,20 @@ def test_unknown_paths_on_llm_hosts_are_still_recorded() -> None:
     assert detect("GET", "api.openai.com", "/v1/models") is None
 
 
+@pytest.mark.parametrize(
+    ("host", "path"),
+    [
+        ("api.anthropic.com", "/v1/messages/count_tokens"),
+        ("generativelanguage.googleapis.com", "/v1beta/models/gemini-2.5-flash:countTokens"),
+        ("api.openai.com", "/v1/responses/input_tokens"),
+        ("bedrock-runtime.us-east-1.amazonaws.com", "/model/anthropic.claude-3-5-sonnet/count-tokens"),
+    ],
+)
+def test_token_counting_endpoints_are_not_calls_to_record(host: str, path: str) -> None:
+    # Free and generating nothing: recorded, each added a call without usage or cost to the totals.
+    assert detect("POST", host, path) is None
+
+
 def test_every_parser_is_registered_once() -> None:
     assert len(PARSERS) == len({id(p) for p in PARSERS})
     assert {p.api.split(".")[0] for p in PARSERS} >= {"openai", "anthropic", "gemini", "bedrock", "cohere", "ollama"}

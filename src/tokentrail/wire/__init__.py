@@ -81,7 +81,14 @@ def detect(method: str, host: str, path: str) -> WireParser | None:
     return found
 
 
+_FREE_COUNTS = ("/count_tokens", ":countTokens", "/input_tokens", "/count-tokens")
+"""Paths of the providers' token-counting endpoints (Anthropic, Gemini, OpenAI Responses, Bedrock):
+free, and they generate nothing, so they are not LLM calls to record."""
+
+
 def _detect(host: str, path: str) -> WireParser | None:
+    if path.endswith(_FREE_COUNTS):
+        return None
     if path.endswith(_SUFFIXES):
         for parser in PARSERS:
             if parser.matches("POST", path):
