@@ -895,3 +895,14 @@ def test_the_common_stream_reads_as_event_by_event(
         assert whole is not None and whole.usage_json is not None  # the common shape is read in one go
     if whole is not None:
         assert_reads_as_chat_stream(whole, raw, outcome)
+
+
+@pytest.mark.parametrize("body", [b"not json", b'{"id": "x", "model": "gpt-4', b"", b"null", b"[1, 2]", b"\xff\xfe\x00"])
+@pytest.mark.parametrize("parser", [CHAT, RESPONSES], ids=["chat", "responses"])
+def test_a_body_that_is_not_a_json_object_is_unparsed_and_its_output_not_counted_as_zero(
+    parser: Any, body: bytes
+) -> None:
+    # Its "text" was read as "" and counted as 0 output tokens, with no flag.
+    result = parser.parse(body)
+    assert result.flags == {"unparsed"} and result.output_text is None
+    assert result.usage.output_tokens is None

@@ -360,6 +360,10 @@ def as_partial(provenance: Provenance) -> Provenance:
     )
 
 
+UNPARSED = ParsedCall(flags=frozenset({Flag.UNPARSED}))
+"""A body that is not the family's format (not JSON, not an object): usage unknown, nothing counted."""
+
+
 def parsed(
     raw_usage: Any,
     spec: UsageMap,
@@ -411,6 +415,7 @@ class WholeBody:
 __all__ = [
     "MAX_COUNT",
     "REPORTED",
+    "UNPARSED",
     "Count",
     "IdModelUsage",
     "ParsedCall",

@@ -24,6 +24,7 @@ from msgspec.structs import replace
 from tokentrail.usage import REPORTED, Usage
 from tokentrail.wire._base import (
     SMALL_BODY,
+    UNPARSED,
     Count,
     IdModelUsage,
     ParsedCall,
@@ -440,6 +441,8 @@ class ChatCompletions:
     def parse_general(self, body: bytes) -> ParsedCall:
         """`parse` for every body; `fast_parse` gives the same result for the common ones."""
         fields = top_level(body, "usage", "model", "id")
+        if not fields and type(loads(body)) is not dict:  # not JSON, or not an object: nothing to count
+            return UNPARSED
         return parsed(fields.get("usage"), USAGE, model=fields.get("model"), response_id=fields.get("id"),
                       output_text=_body_text(body))  # fmt: skip
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from tokentrail.wire._base import (
+    UNPARSED,
     ParsedCall,
     RequestInfo,
     StreamOutcome,
@@ -100,6 +101,8 @@ class Responses:
 
     def parse(self, body: bytes) -> ParsedCall:
         fields = top_level(body, "usage", "model", "id")
+        if not fields and type(loads(body)) is not dict:  # not JSON, or not an object: nothing to count
+            return UNPARSED
         return parsed(fields.get("usage"), USAGE, model=fields.get("model"), response_id=fields.get("id"),
                       output_text=lambda: output_text(loads(body)))  # fmt: skip
 

@@ -20,12 +20,18 @@ class SseEvent(NamedTuple):
 
 
 class SseDecoder:
-    """Feed bytes, get complete events."""
+    """Feed bytes, get complete events.
 
-    __slots__ = ("_buffer", "_pending_cr")
+    Linear in the stream's length whatever its chunking: an event still incomplete is kept as its
+    pieces, and only the newest piece is searched for the blank line that ends it (an event of
+    megabytes in kilobyte chunks, a base64 image say, cost quadratic time when the whole buffer was
+    copied and searched per chunk)."""
+
+    __slots__ = ("_pending", "_pending_cr")
 
     def __init__(self) -> None:
-        self._buffer = b""
+        self._pending: list[bytes] = []
+        """The incomplete event's pieces, in order, none holding a blank line."""
         self._pending_cr = False
 
     def feed(self, chunk: bytes) -> Iterator[SseEvent]:
@@ -34,12 +40,26 @@ class SseDecoder:
             return
         if b"\r" in chunk or self._pending_cr:
             chunk = self._normalize(chunk)
-        buffer = self._buffer + chunk if self._buffer else chunk
-        end = buffer.rfind(b"\n\n")
-        if end < 0:
-            self._buffer = buffer
+            if not chunk:
+                return
+        pending = self._pending
+        end = chunk.rfind(b"\n\n")
+        if pending:
+            # The blank line may straddle the previous piece and this one.
+            if end < 0 and not (chunk[0] == 10 and pending[-1][-1] == 10):  # 10: "\n"
+                pending.append(chunk)
+                return
+            pending.append(chunk)
+            buffer = b"".join(pending)  # once per completed event: linear overall
+            pending.clear()
+            end = buffer.rfind(b"\n\n")
+        elif end < 0:
+            pending.append(chunk)
             return
-        self._buffer = buffer[end + 2 :]
+        else:
+            buffer = chunk
+        if end + 2 < len(buffer):
+            pending.append(buffer[end + 2 :])
         for block in buffer[:end].split(b"\n\n"):
             # The common case, one "data: …" line, without the general parse (it runs per chunk).
             if block.startswith(b"data: ") and b"\n" not in block:
@@ -51,7 +71,7 @@ class SseDecoder:
 
     def close(self) -> Iterator[SseEvent]:
         """An event left without its blank line at the end of the stream is dropped, per the spec."""
-        self._buffer = b""
+        self._pending.clear()
         return iter(())
 
     def _normalize(self, chunk: bytes) -> bytes:
