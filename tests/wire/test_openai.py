@@ -906,3 +906,30 @@ def test_a_body_that_is_not_a_json_object_is_unparsed_and_its_output_not_counted
     result = parser.parse(body)
     assert result.flags == {"unparsed"} and result.output_text is None
     assert result.usage.output_tokens is None
+
+
+def _chunk_event(text: str) -> bytes:
+    delta = json.dumps({"model": "gpt-4o", "choices": [{"index": 0, "delta": {"content": text}}]})
+    return f"data: {delta}\n\n".encode()
+
+
+@pytest.mark.parametrize("usage", [False, True])
+def test_a_long_stream_keeps_a_bounded_part_of_its_events(monkeypatch: pytest.MonkeyPatch, usage: bool) -> None:
+    # It kept every event of an endless stream for a count its usage may make unneeded: 320 MB of
+    # memory for a 200 MB stream. Past KEEP bytes, the text kept counts as a floor.
+    monkeypatch.setattr(ChatStream, "KEEP", 2_000)
+    stream = ChatStream()
+    for i in range(200):
+        stream.feed(_chunk_event(f"word{i} "))
+    if usage:
+        stream.feed(b'data: {"model": "gpt-4o", "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 400}}\n\n')
+    stream.feed(b"data: [DONE]\n\n")
+    result = stream.finish(StreamOutcome.COMPLETE)
+    assert sum(map(len, stream._events)) == 0  # handed to the result, not kept twice
+    if usage:
+        assert result.usage.output_tokens == 400 and "count_floor" not in result.flags
+    else:
+        assert result.output_text is not None
+        text = result.output_text()
+        assert text.startswith("word0 ") and "word199" not in text  # the start of the output only
+        assert "count_floor" in result.flags

@@ -21,6 +21,7 @@ from tokentrail import scope as _scope
 from tokentrail._guard import guard
 from tokentrail.enrich import callsite
 from tokentrail.sinks import pipeline
+from tokentrail.records import Flag
 from tokentrail.wire import detect, provider_for
 from tokentrail.wire._base import ParsedCall, StreamOutcome, StreamParser, WholeBody, WireParser
 
@@ -200,8 +201,26 @@ class Deferred:
             if result is not None:
                 self._chunks = None
                 return result
+        if chunks is not None and outcome is StreamOutcome.COMPLETE and self._media not in _STREAM_TYPES:
+            # A body a server labelled text/plain, or not at all, read through a streaming response
+            # (or none: a 204): read as the same body read whole would be. A JSON document is the
+            # whole answer, which the family's stream would not read; anything else, NDJSON lines
+            # included, goes to the family's stream as before.
+            body = b"".join(chunks)
+            if not body or body.lstrip()[:1] in (b"{", b"["):
+                result = self._wire.parse(body)
+                if not body or Flag.UNPARSED not in result.flags:
+                    self._chunks = None
+                    return result
         self._drain()
         return self._incremental().finish(outcome)
+
+
+_STREAM_TYPES = frozenset({
+    "text/event-stream", "application/json", "application/x-ndjson", "application/jsonl",
+    "application/stream+json", "application/vnd.amazon.eventstream",
+})  # fmt: skip
+"""Media types the families' stream parsers are meant for (a JSON body is `WholeBody`'s)."""
 
 
 def record_failure(exchange: Exchange, error: BaseException) -> None:

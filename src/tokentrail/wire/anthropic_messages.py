@@ -20,10 +20,18 @@ anthropics/anthropic-sdk-python ``src/anthropic/types/usage.py``):
 
 The body functions (`usage_from`, `message_call`) and the event handler (`MessagesStream.event`) take
 decoded objects / event payloads, so Bedrock's and Vertex's Anthropic-shaped bodies can reuse them.
+
+Output text (counted when no output count came, `ParsedCall.output_text`): what the model generated,
+block by block in order: ``text``, ``thinking`` (billed inside ``output_tokens``), and a tool call's
+name plus its input as compact JSON (``tool_use``, ``server_tool_use``, ``mcp_tool_use``), the rule
+`tokentrail.sim.anthropic` counts by. ``redacted_thinking`` is encrypted, and Claude 4 models return
+thinking summarized while billing all of it: the text is then a floor.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -84,6 +92,60 @@ def usage_from(raw: Any) -> tuple[Usage, Provenance, set[str]]:
     return usage, provenance, flags
 
 
+_TOOL_BLOCKS = ("tool_use", "server_tool_use", "mcp_tool_use")
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _block_text(block: Any, *, streamed: bool = False) -> str:
+    """The generated text of one content block, or of a stream's ``content_block_start``
+    (``streamed``: a tool call's input is then the ``{}`` placeholder, its JSON comes in deltas)."""
+    if type(block) is not dict:
+        return ""
+    kind = block.get("type")
+    if kind == "text":
+        text = block.get("text")
+    elif kind == "thinking":
+        text = block.get("thinking")
+    elif kind in _TOOL_BLOCKS:
+        name = block.get("name")
+        name = name if type(name) is str else ""
+        return name if streamed or "input" not in block else name + _compact(block["input"])
+    else:
+        return ""
+    return text if type(text) is str else ""
+
+
+def content_text(content: Any) -> str:
+    """The generated text of a Message's ``content`` blocks (see the module docstring)."""
+    if type(content) is not list:
+        return ""
+    return "".join([_block_text(block) for block in content])
+
+
+_DELTA_FIELDS = {"text_delta": "text", "thinking_delta": "thinking", "input_json_delta": "partial_json"}
+
+
+def events_text(events: list[bytes]) -> str:
+    """The generated text of a stream's ``content_block_start`` and ``content_block_delta`` payloads."""
+    out: list[str] = []
+    for data in events:
+        obj = loads(data)
+        if type(obj) is not dict:
+            continue
+        delta = obj.get("delta")
+        if type(delta) is dict:
+            field = _DELTA_FIELDS.get(delta.get("type"))  # type: ignore[arg-type]
+            value = delta.get(field) if field is not None else None
+            if type(value) is str:
+                out.append(value)
+        else:
+            out.append(_block_text(obj.get("content_block"), streamed=True))
+    return "".join(out)
+
+
 def _call(
     raw_usage: Any,
     *,
@@ -92,6 +154,7 @@ def _call(
     complete: bool = True,
     input_final: bool = False,
     extra_flags: set[str] | None = None,
+    output_text: Callable[[], str | None] | None = None,
 ) -> ParsedCall:
     usage, provenance, flags = usage_from(raw_usage)
     if not complete:
@@ -113,6 +176,8 @@ def _call(
         flags=frozenset(flags),
         response_id=response_id if isinstance(response_id, str) and response_id else None,
         complete=complete,
+        # Asked only when the output count is missing (the pipeline counts the text then).
+        output_text=output_text if usage.output_tokens is None or not complete else None,
     )
 
 
@@ -120,7 +185,13 @@ def message_call(message: Any) -> ParsedCall:
     """The `ParsedCall` of a decoded Message object (``{"id", "model", "usage", …}``)."""
     if type(message) is not dict:
         return ParsedCall(flags=frozenset({Flag.UNPARSED}))
-    return _call(message.get("usage"), model=message.get("model"), response_id=message.get("id"))
+    content = message.get("content")
+    return _call(
+        message.get("usage"),
+        model=message.get("model"),
+        response_id=message.get("id"),
+        output_text=lambda: content_text(content),
+    )
 
 
 # -- the fast lane: Anthropic's own usage shape, decoded and checked in C -----------------------------
@@ -202,9 +273,12 @@ class MessagesStream:
       mid-stream instead (https://docs.anthropic.com/en/api/errors).
 
     Only ``message_start`` and ``message_delta`` are decoded; every other event is matched by name.
+    The payloads of ``content_block_start`` and ``content_block_delta`` are kept by reference (no
+    copy, no parse): their text is decoded later, off the caller's thread, if no output count came.
     """
 
     __slots__ = (
+        "_blocks",
         "_error",
         "_flags",
         "_id",
@@ -219,6 +293,7 @@ class MessagesStream:
 
     def __init__(self) -> None:
         self._sse = SseDecoder()
+        self._blocks: list[bytes] = []
         self._model: object = None
         self._id: object = None
         self._usage: Any = None
@@ -235,12 +310,18 @@ class MessagesStream:
 
     def event(self, name: str, data: bytes) -> None:
         """One event: its SSE name (``"message"`` when unnamed) and its JSON payload."""
-        if name == "content_block_delta" or name == "ping":
+        if name == "content_block_delta":
+            self._blocks.append(data)
+            return
+        if name == "ping":
             return
         if name == "message" or not name:
             # Gateways (and Bedrock's event stream) may drop the SSE name; "type" leads the payload.
             kind = json_value(data, "type", first=True)
             name = kind if isinstance(kind, str) else ""
+            if name == "content_block_delta":
+                self._blocks.append(data)
+                return
         if name == "message_start":
             obj = loads(data)
             message = obj.get("message") if type(obj) is dict else None
@@ -273,10 +354,12 @@ class MessagesStream:
             self._stopped = True
         elif name == "error":
             self._error = True
-        elif name == "content_block_start" and (b"server_tool_use" in data or b"mcp_tool_use" in data):
-            # A tool run on Anthropic's side: the model is sampled again with its result, so the
-            # input counts of message_start are not final until the last message_delta.
-            self._server_tools = True
+        elif name == "content_block_start":
+            self._blocks.append(data)
+            if b"server_tool_use" in data or b"mcp_tool_use" in data:
+                # A tool run on Anthropic's side: the model is sampled again with its result, so the
+                # input counts of message_start are not final until the last message_delta.
+                self._server_tools = True
 
     def finish(self, outcome: StreamOutcome) -> ParsedCall:
         # message_stop is the final event, but the message_delta carrying the stop_reason already
@@ -285,6 +368,7 @@ class MessagesStream:
         # server tools a stop can still be followed by more, so there only a clean end counts.
         final = bool(self._stop_reason) and (outcome is StreamOutcome.COMPLETE or not self._server_tools)
         complete = not self._error and (self._stopped or (self._started and final))
+        blocks = self._blocks
         return _call(
             self._usage,
             model=self._model,
@@ -292,6 +376,7 @@ class MessagesStream:
             complete=complete,
             input_final=self._started and not self._server_tools,
             extra_flags=self._flags,
+            output_text=lambda: events_text(blocks),
         )
 
 

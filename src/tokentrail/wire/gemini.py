@@ -33,11 +33,20 @@ chunk's ``usageMetadata`` *cumulative*: the last one wins, never the sum. Withou
 body is a JSON array of the same chunks (content-type application/json), which capture reads whole:
 `GenerateContent.parse` accepts it. A stream is complete once a chunk with a ``finishReason`` (or a
 ``promptFeedback.blockReason``) has been seen together with, or followed by, ``usageMetadata``.
+A stream without any usage is therefore never known whole (Vertex sends the usage in a chunk after
+the finish, so a stream that ends at the finish may have lost it): its counted output is a floor.
+
+Output text (counted when no output count came, `ParsedCall.output_text`): every candidate's parts in
+order, ``text`` (thought summaries, ``"thought": true``, left out: thinking is billed apart and in full,
+as ``thoughtsTokenCount``), a ``functionCall`` as its name plus its args as compact JSON, and
+``executableCode``'s code, the rule `tokentrail.sim.gemini` counts ``candidatesTokenCount`` by. A
+thinking model's hidden thoughts are not on the wire: for those the count is a floor.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -117,7 +126,51 @@ def usage_from(raw: Any, spec: UsageMap = USAGE) -> tuple[Usage, Provenance, set
     return usage, provenance, flags
 
 
-def _call(raw_usage: Any, *, model: Any, response_id: Any, complete: bool) -> ParsedCall:
+def _compact(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _part_text(part: Any) -> str:
+    if type(part) is not dict:
+        return ""
+    text = part.get("text")
+    if type(text) is str:
+        return "" if part.get("thought") is True else text
+    call = part.get("functionCall")
+    if type(call) is dict:
+        name = call.get("name")
+        args = call.get("args")
+        return (name if type(name) is str else "") + ("" if args is None else _compact(args))
+    code = part.get("executableCode")
+    if type(code) is dict and type(code.get("code")) is str:
+        return code["code"]  # type: ignore[no-any-return]
+    return ""
+
+
+def chunk_text(chunk: Any) -> str:
+    """The generated text of one response object (or stream chunk): see the module docstring."""
+    if type(chunk) is not dict:
+        return ""
+    candidates = chunk.get("candidates")
+    if type(candidates) is not list:
+        return ""
+    out: list[str] = []
+    for candidate in candidates:
+        content = candidate.get("content") if type(candidate) is dict else None
+        parts = content.get("parts") if type(content) is dict else None
+        if type(parts) is list:
+            out += [_part_text(part) for part in parts]
+    return "".join(out)
+
+
+def _call(
+    raw_usage: Any,
+    *,
+    model: Any,
+    response_id: Any,
+    complete: bool,
+    output_text: Callable[[], str | None] | None = None,
+) -> ParsedCall:
     usage, provenance, flags = usage_from(raw_usage)
     if not complete:
         # Cumulative usage seen before the cut is a floor, not the bill, on both sides: the
@@ -132,6 +185,8 @@ def _call(raw_usage: Any, *, model: Any, response_id: Any, complete: bool) -> Pa
         flags=frozenset(flags),
         response_id=response_id if isinstance(response_id, str) and response_id else None,
         complete=complete,
+        # Asked only when the output count is missing (the pipeline counts the text then).
+        output_text=output_text if usage.output_tokens is None or not complete else None,
     )
 
 
@@ -149,9 +204,11 @@ def _finished(chunk: dict[str, Any]) -> bool:
 class _Chunks:
     """What a sequence of response chunks says, folded chunk by chunk (shared by SSE and JSON arrays)."""
 
-    __slots__ = ("error", "final", "finish_seen", "model", "response_id", "usage")
+    __slots__ = ("chunks", "error", "final", "finish_seen", "model", "response_id", "usage")
 
     def __init__(self) -> None:
+        self.chunks: list[Any] = []
+        """Every chunk added, for the output text."""
         self.usage: Any = None
         self.model: Any = None
         self.response_id: Any = None
@@ -162,6 +219,7 @@ class _Chunks:
     def add(self, chunk: Any) -> None:
         if type(chunk) is not dict:
             return
+        self.chunks.append(chunk)
         if "error" in chunk:
             self.error = True  # {"error": {"code", "message", "status"}} ends a broken stream
             return
@@ -175,7 +233,9 @@ class _Chunks:
 
     def call(self, *, stream: bool) -> ParsedCall:
         complete = not stream or (self.final and not self.error)
-        return _call(self.usage, model=self.model, response_id=self.response_id, complete=complete)
+        chunks = self.chunks
+        return _call(self.usage, model=self.model, response_id=self.response_id, complete=complete,
+                     output_text=lambda: "".join([chunk_text(c) for c in chunks]))  # fmt: skip
 
 
 class GenerateStream:
@@ -183,12 +243,15 @@ class GenerateStream:
 
     Every chunk is a whole response object, but only a few matter: the ones with usage or an end
     (their raw bytes are kept by reference; the last usage chunk is decoded once, at the end), and
-    the rare ones naming an ``error`` or a finish. Text chunks cost a few substring checks.
+    the rare ones naming an ``error`` or a finish. Text chunks cost a few substring checks. Every
+    chunk's bytes are kept by reference (no copy, no parse): their text is decoded later, off the
+    caller's thread, if no output count came.
     """
 
-    __slots__ = ("_error", "_final", "_finish_seen", "_first", "_last_usage", "_sse")
+    __slots__ = ("_error", "_events", "_final", "_finish_seen", "_first", "_last_usage", "_sse")
 
     def __init__(self) -> None:
+        self._events: list[bytes] = []
         self._sse = SseDecoder()
         self._first: bytes | None = None
         self._last_usage: bytes | None = None
@@ -202,6 +265,7 @@ class GenerateStream:
 
     def event(self, data: bytes) -> None:
         """One chunk's JSON payload."""
+        self._events.append(data)
         if self._first is None:
             self._first = data
         # A quoted key cannot occur unescaped inside a JSON string, so these checks only hit keys.
@@ -226,8 +290,16 @@ class GenerateStream:
         last = loads(self._last_usage) if self._last_usage is not None else None
         if type(last) is dict:
             chunks.add(last)
-        chunks.final, chunks.error = self._final, self._error
-        return chunks.call(stream=True)
+        # A body that ended cleanly after the finish chunk is whole, usage or not (a server that sends
+        # none, as OpenAI's streams are read); cut after it, the usage Vertex sends last may be lost.
+        chunks.final = self._final or (
+            outcome is StreamOutcome.COMPLETE and self._finish_seen and self._last_usage is None
+        )
+        chunks.error = self._error
+        complete = chunks.final and not chunks.error
+        events = self._events
+        return _call(chunks.usage, model=chunks.model, response_id=chunks.response_id, complete=complete,
+                     output_text=lambda: "".join([chunk_text(loads(e)) for e in events]))  # fmt: skip
 
 
 # -- the fast lane: Gemini's own usage shape, decoded and checked in C --------------------------------

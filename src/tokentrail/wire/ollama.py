@@ -11,10 +11,17 @@ https://github.com/ollama/ollama/blob/main/docs/api.md and https://docs.ollama.c
   never 0. Newer servers add ``prompt_eval_cached_count``, a part of ``prompt_eval_count``
   (``promptEvalCount() = CacheN + PromptN`` in llm/llama_server.go, cited in stdapi-ai/stdapi.ai#252).
 - ``/api/embed`` reports ``prompt_eval_count``; the legacy ``/api/embeddings`` reports nothing.
+
+Output text (counted when no ``eval_count`` came, `ParsedCall.output_text`): ``thinking`` (part of
+``eval_count``), then ``message.content`` (chat) or ``response`` (generate), then each tool call's
+function name plus its arguments as compact JSON, line by line for a stream: the rule
+`tokentrail.sim.ollama` counts ``eval_count`` by.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from typing import Any
 
 from msgspec.structs import replace
@@ -69,18 +76,53 @@ def _metrics(obj: dict[str, Any]) -> dict[str, Any]:
     return {k: obj[k] for k in _METRICS if k in obj}
 
 
-def _final(obj: dict[str, Any] | None, *, complete: bool = True, model: Any = None) -> ParsedCall:
+def _compact(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def object_text(obj: Any) -> str:
+    """The generated text of one chat or generate object (a whole answer or a stream line)."""
+    if type(obj) is not dict:
+        return ""
+    message = obj.get("message")
+    source = message if type(message) is dict else obj
+    parts = [source.get("thinking"), source.get("content") if source is message else obj.get("response")]
+    calls = source.get("tool_calls")
+    for call in calls if type(calls) is list else ():
+        function = call.get("function") if type(call) is dict else None
+        if type(function) is dict:
+            arguments = function.get("arguments")
+            # Ollama sends arguments as an object; a string (a proxy's) is the JSON as generated.
+            parts += [function.get("name"), arguments if type(arguments) is str or arguments is None
+                      else _compact(arguments)]  # fmt: skip
+    return "".join([p for p in parts if type(p) is str])
+
+
+def _lines_text(lines: list[bytes]) -> str:
+    return "".join([object_text(loads(line)) for line in lines])
+
+
+def _final(
+    obj: dict[str, Any] | None,
+    *,
+    complete: bool = True,
+    model: Any = None,
+    output_text: Callable[[], str | None] | None = None,
+) -> ParsedCall:
     if obj is None:
-        return parsed(None, USAGE, model=model, complete=complete)
-    return parsed(_metrics(obj), USAGE, model=obj.get("model") or model, complete=complete)
+        return parsed(None, USAGE, model=model, complete=complete, output_text=output_text)
+    return parsed(_metrics(obj), USAGE, model=obj.get("model") or model, complete=complete, output_text=output_text)
 
 
 class OllamaStream:
-    """A chat or generate stream. Only the final ``done`` line (or an ``error`` line) is parsed in full."""
+    """A chat or generate stream. Only the final ``done`` line (or an ``error`` line) is parsed in full;
+    every line is kept by reference (no copy, no parse), its text decoded later, off the caller's
+    thread, if no ``eval_count`` came."""
 
-    __slots__ = ("_error", "_final", "_lines", "_model")
+    __slots__ = ("_error", "_final", "_kept", "_lines", "_model")
 
     def __init__(self) -> None:
+        self._kept: list[bytes] = []
         self._lines = JsonLines()
         self._model: Any = None
         self._final: dict[str, Any] | None = None
@@ -91,6 +133,7 @@ class OllamaStream:
             self._line(line)
 
     def _line(self, line: bytes) -> None:
+        self._kept.append(line)
         if self._model is None or b'"done":true' in line or b'"done": true' in line or b'"error"' in line:
             obj = loads(line)
             if not isinstance(obj, dict):
@@ -108,7 +151,8 @@ class OllamaStream:
         if rest:
             self._line(rest)
         complete = self._final is not None and not self._error
-        return _final(self._final, complete=complete, model=self._model)
+        lines = self._kept
+        return _final(self._final, complete=complete, model=self._model, output_text=lambda: _lines_text(lines))
 
 
 class _Native:
@@ -139,6 +183,7 @@ class Generation(_Native):
                 obj if obj.get("done") is True else None,
                 complete=obj.get("done") is True or "error" in obj,
                 model=obj.get("model"),
+                output_text=lambda: object_text(obj),
             )
         if body.lstrip()[:1] != b"{":  # empty, an HTML error page…
             return ParsedCall()

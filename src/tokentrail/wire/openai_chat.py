@@ -21,6 +21,7 @@ from typing import Any
 import msgspec
 from msgspec.structs import replace
 
+from tokentrail.records import Flag
 from tokentrail.usage import REPORTED, Usage
 from tokentrail.wire._base import (
     SMALL_BODY,
@@ -194,13 +195,18 @@ class ChatStream:
     """Parses a chat.completion.chunk stream as it passes.
 
     Every event's data is kept by reference (no copy, no parse) so that the output text can be
-    decoded later, off the caller's thread, if the stream carried no usage.
+    decoded later, off the caller's thread, if the stream carried no usage: up to `KEEP` bytes, so
+    that an endless stream's memory stays bounded (past it, a count of its output is a floor).
     """
 
-    __slots__ = ("_done", "_error", "_events", "_finished", "_id", "_model", "_sse", "_usage")
+    __slots__ = ("_done", "_error", "_events", "_finished", "_id", "_kept", "_model", "_sse", "_usage")
+
+    KEEP = 8 << 20
 
     def __init__(self) -> None:
         self._events: list[bytes] = []
+        self._kept = 0
+        """Bytes of event data kept; past `KEEP`, no more are."""
         self._sse = SseDecoder()
         self._model: object = None
         self._id: object = None
@@ -215,7 +221,9 @@ class ChatStream:
             if data == b"[DONE]":
                 self._done = True
                 continue
-            self._events.append(data)
+            if self._kept <= self.KEEP:
+                self._events.append(data)
+                self._kept += len(data)
             # Checked on the bytes, as `parse_stream` does, whether or not the event parses.
             if not self._finished and (b'"finish_reason":"' in data or b'"finish_reason": "' in data):
                 self._finished = True
@@ -237,8 +245,10 @@ class ChatStream:
         complete = self._done or (outcome is StreamOutcome.COMPLETE and self._finished and not self._error)
         events = self._events
         self._events = []
+        # Past KEEP, the text kept is the start of the output: counted, it is a floor.
+        floor = {Flag.COUNT_FLOOR} if self._kept > self.KEEP and self._usage is None else None
         return parsed(self._usage, USAGE, model=self._model, response_id=self._id, complete=complete,
-                      output_text=lambda: "".join(_choices_text(loads(e)) for e in events))  # fmt: skip
+                      extra_flags=floor, output_text=lambda: "".join(_choices_text(loads(e)) for e in events))  # fmt: skip
 
 
 def parse_stream(data: bytes, outcome: StreamOutcome) -> ParsedCall | None:
