@@ -49,26 +49,36 @@ _METRICS = (
 
 
 class JsonLines:
-    """Splits newline-delimited JSON into lines, whatever the chunking (shared with Cohere v1 streams)."""
+    """Splits newline-delimited JSON into lines, whatever the chunking (shared with Cohere v1 streams).
 
-    __slots__ = ("_buffer",)
+    Linear in the stream's length: an unfinished line is kept as its pieces, and only the newest is
+    searched for the line end (a line of megabytes in small chunks cost quadratic time before)."""
+
+    __slots__ = ("_pending",)
 
     def __init__(self) -> None:
-        self._buffer = b""
+        self._pending: list[bytes] = []
 
     def feed(self, chunk: bytes) -> list[bytes]:
         """The non-blank lines completed by ``chunk``, without their line ends."""
-        buffer = self._buffer + chunk if self._buffer else chunk
-        end = buffer.rfind(b"\n")
+        end = chunk.rfind(b"\n")
         if end < 0:
-            self._buffer = buffer
+            if chunk:
+                self._pending.append(chunk)
             return []
-        self._buffer = buffer[end + 1 :]
-        return [line for line in (raw.strip() for raw in buffer[:end].split(b"\n")) if line]
+        head = chunk[:end]
+        if self._pending:
+            self._pending.append(head)
+            head = b"".join(self._pending)
+            self._pending.clear()
+        if end + 1 < len(chunk):
+            self._pending.append(chunk[end + 1 :])
+        return [line for line in (raw.strip() for raw in head.split(b"\n")) if line]
 
     def close(self) -> bytes:
         """What is left after the last line end (a last object the server sent without one)."""
-        rest, self._buffer = self._buffer.strip(), b""
+        rest = b"".join(self._pending).strip()
+        self._pending.clear()
         return rest
 
 
