@@ -66,7 +66,9 @@ def instrument(
             the option gets the original request. Default ``$TOKENTRAIL_STREAM_USAGE``, else off.
 
     Raises:
-        StoreError: the ledger cannot be opened or created (checked here, before any call is made).
+        StoreError: the ledger cannot be opened or created, or the file is not a ledger (checked
+            here, before any call is made). A ledger another process holds locked is not an
+            error: it is not waited for here, and the writer uses it once the lock is free.
         ConfigError: a price override file (``tokentrail.toml``, ``[tool.tokentrail]``) is invalid,
             or ``stream_usage`` is not None or ``"inject"``.
     """
@@ -161,6 +163,9 @@ def _flush_on_sigterm() -> None:
             if callable(previous):
                 previous(signum, frame)
             else:
+                # The process dies now, without exit handlers: what could not be written is said.
+                with guard("flush.signal"):
+                    pipeline.drop_unwritten("the process was ended by SIGTERM")
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 os.kill(os.getpid(), signal.SIGTERM)
 

@@ -6,7 +6,9 @@
 `process_pending` parses bodies, builds `CallRecord`s, runs the enrichers and updates the scopes' live
 totals. The writer thread runs it every `interval` seconds; reading a scope's totals runs it too, so
 totals always include every finished call. Sink failures keep records queued for the next round;
-records are dropped only past `max_queue`, and every drop is counted and stored.
+records are dropped only past `max_queue`, and every drop is counted and stored. At exit (and on
+SIGTERM) there is no next round: the last flush may take `exit_timeout` seconds, and what the sinks
+could not write by then is counted as dropped and reported (`drop_unwritten`).
 """
 
 from __future__ import annotations
@@ -67,6 +69,12 @@ max_queue = 1_000_000
 """Captured exchanges waiting to be processed before new ones are dropped (and counted)."""
 interval = 0.2
 """Seconds between writer rounds."""
+exit_timeout = 2.0
+"""Seconds the flush at exit or on SIGTERM may wait for a sink (a ledger another process holds
+locked) before what is left unwritten is counted as dropped and reported."""
+exit_deadline: float | None = None
+"""``time.monotonic()`` by which the flush at exit or on SIGTERM must end; sinks stop waiting for a
+lock then. ``None`` while the program runs."""
 
 _pending: deque[Any] = deque()
 _ready: deque[CallRecord | ScopeEvent] = deque()
@@ -256,7 +264,8 @@ def build(exchange: Exchange) -> CallRecord:
         status = _CANCELLED if cancelled else _NETWORK_ERROR
     elif status_code >= 400:
         status = _HTTP_ERROR
-    elif exchange.streamed and not result.complete:
+    elif exchange.streamed and not result.complete and status_code in (200, 206):
+        # Only a 200's body is an answer to cut short: a 204, 304 or 307 promised none.
         broken = exchange.outcome in (StreamOutcome.BROKEN, StreamOutcome.COMPLETE)
         status = _NETWORK_ERROR if broken else _CANCELLED
     else:
@@ -264,7 +273,7 @@ def build(exchange: Exchange) -> CallRecord:
     flags = result.flags  # a frozenset; the common call adds nothing to it
     if status is _HTTP_ERROR:  # an error's body left unread is not an answer cut short
         flags = (flags - _FLAG_STREAM_INCOMPLETE) | _FLAG_HTTP_ERROR
-    elif not result.complete and exchange.streamed:
+    elif not result.complete and exchange.streamed and status_code in (200, 206):
         flags = flags | _FLAG_STREAM_INCOMPLETE
 
     if result.provenance is not REPORTED and (
@@ -447,7 +456,7 @@ def write_ready() -> None:
         dropped = _dropped - _dropped_unwritten
         _dropped_unwritten += dropped
         for sink in _sinks:
-            items, sink_dropped = _backlogs.pop(sink, None) or ([], 0)
+            items, sink_dropped, _ = _backlogs.pop(sink, None) or ([], 0, None)
             items += batch
             sink_dropped += dropped
             if not items and not sink_dropped:
@@ -457,12 +466,53 @@ def write_ready() -> None:
             try:
                 sink.write(records, scopes, sink_dropped)
             except Exception as exc:
-                _backlogs[sink] = (items, sink_dropped)
+                _backlogs[sink] = (items, sink_dropped, exc)
                 report("sink.write", exc)
 
 
-_backlogs: dict[Sink, tuple[list[Any], int]] = {}
-"""What a sink failed to write: its items in order and the drops it has not stored, retried next round."""
+_backlogs: dict[Sink, tuple[list[Any], int, Exception]] = {}
+"""What a sink failed to write: its items in order, the drops it has not stored, and why, retried
+next round."""
+
+
+def drop_unwritten(why: str) -> int:
+    """Count what the sinks could not write as dropped, and say so once (log, so stderr unless the
+    program configured logging): for the end of the process, when there is no next round. Returns
+    the number of records dropped."""
+    global _dropped, _dropped_unwritten
+    # The writer gives up its wait at `exit_deadline` too; past that, read the backlogs regardless.
+    locked = _write_lock.acquire(timeout=1.0)
+    try:
+        lost: dict[int, CallRecord] = {}
+        reasons = []
+        for sink, (items, sink_dropped, exc) in list(_backlogs.items()):
+            records = [r for r in items if type(r) is CallRecord]
+            lost.update((id(r), r) for r in records)
+            also = []
+            if len(items) > len(records):
+                also.append(f"{len(items) - len(records)} scope events")
+            if sink_dropped:
+                also.append(f"the count of {sink_dropped} earlier drops")
+            nor = f" (nor {', '.join(also)})" if also else ""
+            reasons.append(f"{len(records)} not written to {sink}{nor}: {exc}")
+        if _sinks:  # handed to no sink (the last flush itself failed)
+            lost.update((id(r), r) for r in _ready if type(r) is CallRecord)
+            if any(type(r) is CallRecord for r in _ready):
+                reasons.append(f"{sum(type(r) is CallRecord for r in _ready)} never handed to a sink")
+        _backlogs.clear()
+        _ready.clear()
+        if lost:
+            _dropped += len(lost)
+            _dropped_unwritten += len(lost)  # no sink is left to store the count: it is reported here
+        if reasons:
+            log.warning(
+                "tokentrail: %d records were dropped, unwritten when %s: %s",
+                len(lost), why, "; ".join(reasons),
+            )  # fmt: skip
+        return len(lost)
+    finally:
+        if locked:
+            _write_lock.release()
 
 
 def flush() -> None:
@@ -490,15 +540,20 @@ def flush_then(then: Callable[[], None]) -> None:
     """`flush()`, then ``then()``: for a signal handler, which runs between any two bytecodes of the
     main thread. When that thread was inside a round, holding the locks (waiting for them would hang
     it), both run when that round ends instead."""
+    global exit_deadline
     me = threading.get_ident()
     if me in _in_round:
         _after_round[me] = then
         return
+    exit_deadline = time.monotonic() + exit_timeout  # the process is being ended: no long waits
     try:
         with guard("flush.signal"):
             flush()
     finally:
-        then()
+        try:
+            then()
+        finally:  # the handler let the process go on (or it is exiting: `_at_exit` sets its own)
+            exit_deadline = None
 
 
 _in_round: set[int] = set()
@@ -541,9 +596,9 @@ def remove_sinks() -> list[Sink]:
     _sinks.clear()
     # What a removed sink failed to write goes to the next sinks instead (as one copy, in order).
     unwritten: dict[int, Any] = {}
-    for items, _ in _backlogs.values():
+    for items, _, _ in _backlogs.values():
         unwritten.update((id(item), item) for item in items)
-    _dropped_unwritten -= max((dropped_here for _, dropped_here in _backlogs.values()), default=0)
+    _dropped_unwritten -= max((dropped_here for _, dropped_here, _ in _backlogs.values()), default=0)
     _backlogs.clear()
     _ready.extendleft(reversed(list(unwritten.values())))
     return removed
@@ -564,7 +619,8 @@ def subscribe(callback: Callable[[CallRecord], None]) -> Callable[[], None]:
 
 
 def dropped() -> int:
-    """Records dropped in this process because the queue was full."""
+    """Records dropped in this process: the queue was full, or the sinks could not write them by
+    the end of the exit's (or SIGTERM's) flush."""
     return _dropped
 
 
@@ -588,11 +644,18 @@ _encode: Callable[[Any], bytes] | None = None
 
 
 def _at_exit() -> None:
+    global exit_deadline
     _stop.set()
+    # A ledger another process holds locked must not hold up the exit (it waited SQLite's busy
+    # timeout, 60 s, in the bug hunt): the flush gives up at the deadline, and what is left is
+    # counted and reported, since there is no next round.
+    exit_deadline = time.monotonic() + exit_timeout
     with guard("flush.exit"):
         for exchange, parser in list(streaming.values()):  # still held: ended by the exit
             exchange.stream_finished(parser, StreamOutcome.ABANDONED, None)
         flush()
+    with guard("flush.exit"):
+        drop_unwritten("the program exited")
     for sink in _sinks:
         with guard("sink.close"):
             sink.close()

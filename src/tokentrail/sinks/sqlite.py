@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import logging
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from decimal import Decimal
 from itertools import chain, islice
@@ -16,8 +19,11 @@ import msgspec
 
 from tokentrail.errors import StoreError
 from tokentrail.records import PICO, CallRecord, Flag
-from tokentrail.sinks.migrations import CONTEXT_COLUMNS, PLACE_COLUMNS, ROW_COLUMNS, V1_COLUMNS, migrate
+from tokentrail.sinks import pipeline
+from tokentrail.sinks.migrations import CONTEXT_COLUMNS, MIGRATIONS, PLACE_COLUMNS, ROW_COLUMNS, V1_COLUMNS, migrate
 from tokentrail.sinks.pipeline import _HOST, ScopeEvent
+
+log = logging.getLogger("tokentrail")
 
 CALL_COLUMNS = [c for c in V1_COLUMNS if c != "total_tokens"]
 """The columns an ``INSERT INTO calls`` (the view) takes: every stored field of a record."""
@@ -36,11 +42,21 @@ _INSERT_SCOPE = (
 )
 
 
-def connect(path: str | os.PathLike[str], *, readonly: bool = False, create: bool = True) -> sqlite3.Connection:
+def connect(
+    path: str | os.PathLike[str],
+    *,
+    readonly: bool = False,
+    create: bool = True,
+    timeout: float = 60.0,
+    patience: Callable[[], bool] | None = None,
+) -> sqlite3.Connection:
     """Open (and migrate) a ledger; ``create``: make one where there is none. Raises `StoreError`
     with the path when it cannot, and for a file that is not a ledger (another program's database
-    is never written to)."""
+    is never written to). ``timeout``: seconds to wait for a lock another connection holds; with
+    ``patience``, a migration waiting for one is tried again while ``patience()`` is true (a
+    `StoreError` whose cause is `busy` when it is not)."""
     path = Path(path)
+    db: sqlite3.Connection | None = None
     try:
         if readonly:
             if not path.exists():
@@ -49,17 +65,64 @@ def connect(path: str | os.PathLike[str], *, readonly: bool = False, create: boo
             _check_ledger(db, path, create=False)
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
+            db = writable = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
             _check_ledger(db, path, create=create)
-            db.execute("PRAGMA journal_mode=WAL")
+            if not _up_to_date(db):
+                # An up-to-date ledger in WAL mode takes no lock here (only reads): a process
+                # holding the write lock for long does not hold up instrument() (bug hunt).
+                _retry_busy(lambda: writable.execute("PRAGMA journal_mode=WAL"), patience)
+                _retry_busy(lambda: migrate(writable), patience)
             # NORMAL in WAL mode survives application crashes; only a power loss can lose the last
             # commits. FULL would fsync every batch (BENCHMARKING.md: the hidden cost of small commits).
             db.execute("PRAGMA synchronous=NORMAL")
-            migrate(db)
-    except sqlite3.Error as exc:
+    except (sqlite3.Error, OSError) as exc:
+        if db is not None:
+            db.close()
         raise StoreError(f"cannot open the tokentrail ledger at {path}: {exc}") from exc
+    except BaseException:
+        if db is not None:
+            db.close()
+        raise
     db.row_factory = sqlite3.Row
     return db
+
+
+def busy(exc: BaseException | None) -> bool:
+    """``exc`` says another connection holds the lock SQLite needed (SQLITE_BUSY or SQLITE_LOCKED):
+    not a fault of the ledger, a reason to try again later."""
+    if isinstance(exc, StoreError):
+        exc = exc.__cause__
+    code = getattr(exc, "sqlite_errorcode", None) if isinstance(exc, sqlite3.OperationalError) else None
+    return code is not None and code & 0xFF in _BUSY_CODES
+
+
+_BUSY_CODES = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
+def _retry_busy(step: Callable[[], object], patience: Callable[[], bool] | None) -> None:
+    """``step()``, tried again (each try waits the connection's busy timeout) while it finds the
+    database locked and ``patience()`` is true."""
+    while True:
+        try:
+            step()
+            return
+        except sqlite3.OperationalError as exc:
+            if patience is None or not busy(exc) or not patience():
+                raise
+
+
+def _up_to_date(db: sqlite3.Connection) -> bool:
+    """Every migration is applied and the file is in WAL mode: opening needs no write (nor lock)."""
+    try:
+        applied = {row[0] for row in db.execute("SELECT name FROM _tokentrail_migrations")}
+    except sqlite3.OperationalError:  # no such table: a new ledger
+        return False
+    if not _MIGRATION_NAMES <= applied:
+        return False
+    return str(db.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal"
+
+
+_MIGRATION_NAMES = frozenset(fn.__name__ for fn in MIGRATIONS)
 
 
 def _check_ledger(db: sqlite3.Connection, path: Path, *, create: bool) -> None:
@@ -132,8 +195,31 @@ def pico(amount: Decimal | None) -> int | None:
     return None if amount is None else int((amount * PICO).to_integral_value())
 
 
+LOCK_WAIT = 5.0
+"""Seconds a batch waits for the write lock another process holds before it is left for the next
+round (less once the exit's flush runs out of time: `pipeline.exit_deadline`)."""
+OPEN_WAIT = 0.5
+"""Seconds `SqliteSink()` (so `instrument()`) waits for a lock to migrate the ledger before it
+leaves that to the writer."""
+_LOCK_STEP = 0.1
+"""SQLite's busy timeout of the sink's connection: a wait for a lock is tried again in steps of
+this, so that the exit's deadline can end it."""
+
+
+def _patience(wait: float) -> Callable[[], bool]:
+    """True until ``wait`` seconds from now, or the exit's flush ran out of time."""
+    until = time.monotonic() + wait
+
+    def patient() -> bool:
+        now, deadline = time.monotonic(), pipeline.exit_deadline
+        return now < until and (deadline is None or now < deadline)
+
+    return patient
+
+
 class SqliteSink:
-    """Writes batches in one transaction each. Opened lazily in the writing thread; reopened after fork.
+    """Writes batches in one transaction each. Opened lazily in the writing thread; reopened after fork,
+    and when the file at its path is no longer the one it opened (deleted or replaced).
 
     The ids of the contexts and places already stored are kept in memory, so a call whose context
     and place were seen before costs one row of `ROW_COLUMNS`; new ones are stored (or found, when
@@ -143,18 +229,57 @@ class SqliteSink:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self._db: sqlite3.Connection | None = None
+        self._file: tuple[int, int] | None = None
+        """(st_dev, st_ino) of the file ``_db`` opened."""
         self._lock = threading.Lock()
         self._contexts: dict[tuple[object, ...], int] = {}
         self._places: dict[object, int] = {}
         """Place ids by scope id (or by `place_of` for a record without one)."""
-        connect(self.path).close()  # fail early, in the caller, if the file cannot be a ledger
+        try:  # fail early, in the caller, if the file cannot be a ledger
+            connect(self.path, timeout=_LOCK_STEP, patience=_patience(OPEN_WAIT)).close()
+        except StoreError as exc:
+            if not busy(exc):
+                raise
+            # Another process holds the ledger locked (a migration, a long reprice, a sqlite3 shell
+            # left in a transaction): not a fault. The writer migrates it once the lock is free.
+            log.info("tokentrail: %s is locked by another process; it is opened when it is free", self)
+
+    def __str__(self) -> str:
+        return f"the tokentrail ledger at {self.path}"
 
     def _conn(self) -> sqlite3.Connection:
+        if self._db is not None and not self._same_file():
+            log.warning("tokentrail: %s was deleted or replaced while in use; writing to the file now there", self)
+            with contextlib.suppress(sqlite3.Error):
+                # The -wal file at the path is still this connection's (SQLite does not remove it
+                # when the file it belongs to was moved away): emptied, so that the new file does
+                # not take in frames of the old one (a corrupt ledger).
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            with contextlib.suppress(sqlite3.Error):
+                self._db.close()
+            self._db = None
         if self._db is None:
-            self._db = connect(self.path)
+            db = connect(self.path, timeout=_LOCK_STEP, patience=_patience(LOCK_WAIT))
+            try:
+                st = os.stat(self.path)
+            except OSError:
+                db.close()
+                raise
+            self._db, self._file = db, (st.st_dev, st.st_ino)
             # Ids belong to the file this connection opened: a new connection may see another file.
             self._contexts, self._places = {}, {}
         return self._db
+
+    def _same_file(self) -> bool:
+        """The file at ``path`` is still the one ``_db`` opened (one stat per batch): a ledger
+        deleted while open would otherwise take every later record into its unlinked inode."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        except OSError:  # cannot tell (a directory's permissions changed): keep the connection
+            return True
+        return (st.st_dev, st.st_ino) == self._file
 
     def write(self, records: list[CallRecord], scopes: list[ScopeEvent], dropped: int) -> None:
         with self._lock:
@@ -174,7 +299,7 @@ class SqliteSink:
             (opened if kind == "open" else closed).append((scope, at))
         new_contexts: dict[tuple[object, ...], int] = {}
         new_places: dict[object, int] = {}
-        db.execute("BEGIN")
+        _retry_busy(lambda: db.execute("BEGIN IMMEDIATE"), _patience(LOCK_WAIT))
         try:
             if opened:
                 db.executemany(
@@ -213,7 +338,15 @@ class SqliteSink:
                 )
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")  # the ids found in this transaction are forgotten with it
+            # The ids found in this transaction are forgotten with it. SQLite has already rolled
+            # back after some failed statements (a COMMIT that found the disk full): rolling back
+            # again would raise "no transaction is active" and hide the real error.
+            if db.in_transaction:
+                try:
+                    db.execute("ROLLBACK")
+                except sqlite3.Error:  # the connection's state is unknown: the next batch opens another
+                    self._db = None
+                    db.close()
             raise
         self._contexts.update(new_contexts)
         self._places.update(new_places)
