@@ -86,8 +86,8 @@ class Exchange(msgspec.Struct, gc=False):
         if self.reads_headers:
             self.response_headers = headers
         self.streamed = True
-        parser = Deferred(self.parser, media_type(headers))
-        pipeline.streaming[id(self)] = (self, parser)  # finished as abandoned if still open at exit
+        parser = self.stream_parser = Deferred(self.parser, media_type(headers))
+        pipeline.streaming[id(self)] = self  # finished as abandoned if still open at exit
         return parser
 
     def stream_finished(self, parser: StreamParser, outcome: StreamOutcome, error: BaseException | None) -> None:

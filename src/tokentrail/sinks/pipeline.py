@@ -92,9 +92,9 @@ _HOST = socket.gethostname()
 _wall_offset = 0
 """Wall-clock ns minus ``perf_counter_ns`` now: exchanges note only the latter (one clock read less on
 the caller's thread); refreshed every round, so a clock step shifts start times by one round at most."""
-streaming: dict[int, tuple[Exchange, Any]] = {}
-"""Streamed responses not yet ended, by id of their exchange: (exchange, its stream parser). At exit
-each is finished as abandoned, so that a stream the program still held is recorded."""
+streaming: dict[int, Exchange] = {}
+"""The exchanges of streamed responses not yet ended, by id. At exit each is finished as abandoned,
+so that a stream the program still held is recorded."""
 _announced: set[str] = set()
 """Scopes already handed to the sinks; a record's unannounced ancestors are announced before it."""
 
@@ -651,8 +651,8 @@ def _at_exit() -> None:
     # counted and reported, since there is no next round.
     exit_deadline = time.monotonic() + exit_timeout
     with guard("flush.exit"):
-        for exchange, parser in list(streaming.values()):  # still held: ended by the exit
-            exchange.stream_finished(parser, StreamOutcome.ABANDONED, None)
+        for exchange in list(streaming.values()):  # still held: ended by the exit
+            exchange.stream_finished(exchange.stream_parser, StreamOutcome.ABANDONED, None)
         flush()
     with guard("flush.exit"):
         drop_unwritten("the program exited")
