@@ -9,13 +9,14 @@ after.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 import inspect
 import os
 import threading
 import time
-from collections.abc import AsyncGenerator, Callable, Generator
+from collections.abc import AsyncGenerator, Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
@@ -445,33 +446,46 @@ class ScopeHandle:
         return f"<tokentrail {self.kind.value} {self.name!r} {state}>"
 
 
+class _StepScope:
+    """The scope a decorated generator's steps run in: set for a step, reset after it. What a step
+    left current (a ``with`` of the generator's spanning a yield) is current again at the next."""
+
+    __slots__ = ("inner",)
+
+    def __init__(self, scope: Scope) -> None:
+        self.inner: Scope | None = scope
+
+    @contextlib.contextmanager
+    def step(self) -> Iterator[None]:
+        token = _current.set(self.inner)
+        try:
+            yield
+        finally:
+            self.inner = _current.get()
+            _current.reset(token)
+
+
 def _scoped_steps(handle: ScopeHandle, steps: Generator[Any, Any, Any]) -> Generator[Any, Any, Any]:
     """``yield from steps``, each step run in ``handle``'s scope, opened at the first step and closed
     at the last. Only the steps: between them the consumer's code runs in its own scope, as a
     function's caller does (a scope set in a generator would otherwise stay set in its consumer)."""
     scope = handle._opened()
-    inner: Scope | None = scope  # the scope the steps left current (a `with` of theirs may span a yield)
+    within = _StepScope(scope)
     sent: Any = None
     thrown: BaseException | None = None
     try:
         while True:
-            token = _current.set(inner)
             try:
-                item = steps.throw(thrown) if thrown is not None else steps.send(sent)
+                with within.step():
+                    item = steps.throw(thrown) if thrown is not None else steps.send(sent)
             except StopIteration as stop:
                 return stop.value
-            finally:
-                inner = _current.get()
-                _current.reset(token)
             sent, thrown = None, None
             try:
                 sent = yield item
             except GeneratorExit:
-                token = _current.set(inner)
-                try:
+                with within.step():
                     steps.close()
-                finally:
-                    _current.reset(token)
                 raise
             except BaseException as exc:
                 thrown = exc
@@ -482,28 +496,22 @@ def _scoped_steps(handle: ScopeHandle, steps: Generator[Any, Any, Any]) -> Gener
 async def _scoped_async_steps(handle: ScopeHandle, steps: AsyncGenerator[Any, Any]) -> AsyncGenerator[Any, Any]:
     """`_scoped_steps` for an async generator."""
     scope = handle._opened()
-    inner: Scope | None = scope
+    within = _StepScope(scope)
     sent: Any = None
     thrown: BaseException | None = None
     try:
         while True:
-            token = _current.set(inner)
             try:
-                item = await (steps.athrow(thrown) if thrown is not None else steps.asend(sent))
+                with within.step():
+                    item = await (steps.athrow(thrown) if thrown is not None else steps.asend(sent))
             except StopAsyncIteration:
                 return
-            finally:
-                inner = _current.get()
-                _current.reset(token)
             sent, thrown = None, None
             try:
                 sent = yield item
             except GeneratorExit:
-                token = _current.set(inner)
-                try:
+                with within.step():
                     await steps.aclose()
-                finally:
-                    _current.reset(token)
                 raise
             except BaseException as exc:
                 thrown = exc

@@ -360,6 +360,11 @@ def as_partial(provenance: Provenance) -> Provenance:
     )
 
 
+def compact_json(value: Any) -> str:
+    """``value`` as compact JSON, non-ASCII kept: a tool call's arguments as a model writes them."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
 UNPARSED = ParsedCall(flags=frozenset({Flag.UNPARSED}))
 """A body that is not the family's format (not JSON, not an object): usage unknown, nothing counted."""
 
@@ -426,6 +431,7 @@ __all__ = [
     "WholeBody",
     "WireParser",
     "as_partial",
+    "compact_json",
     "is_count",
     "json_value",
     "loads",

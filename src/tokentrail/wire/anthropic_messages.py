@@ -30,7 +30,6 @@ thinking summarized while billing all of it: the text is then a floor.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
@@ -47,6 +46,7 @@ from tokentrail.wire._base import (
     RequestInfo,
     StreamOutcome,
     UsageMap,
+    compact_json,
     is_count,
     json_value,
     loads,
@@ -95,10 +95,6 @@ def usage_from(raw: Any) -> tuple[Usage, Provenance, set[str]]:
 _TOOL_BLOCKS = ("tool_use", "server_tool_use", "mcp_tool_use")
 
 
-def _compact(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-
-
 def _block_text(block: Any, *, streamed: bool = False) -> str:
     """The generated text of one content block, or of a stream's ``content_block_start``
     (``streamed``: a tool call's input is then the ``{}`` placeholder, its JSON comes in deltas)."""
@@ -112,7 +108,7 @@ def _block_text(block: Any, *, streamed: bool = False) -> str:
     elif kind in _TOOL_BLOCKS:
         name = block.get("name")
         name = name if type(name) is str else ""
-        return name if streamed or "input" not in block else name + _compact(block["input"])
+        return name if streamed or "input" not in block else name + compact_json(block["input"])
     else:
         return ""
     return text if type(text) is str else ""

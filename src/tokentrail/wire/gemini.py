@@ -62,6 +62,7 @@ from tokentrail.wire._base import (
     UsageMap,
     WholeBody,
     as_partial,
+    compact_json,
     is_count,
     json_value,
     loads,
@@ -126,10 +127,6 @@ def usage_from(raw: Any, spec: UsageMap = USAGE) -> tuple[Usage, Provenance, set
     return usage, provenance, flags
 
 
-def _compact(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-
-
 def _part_text(part: Any) -> str:
     if type(part) is not dict:
         return ""
@@ -140,7 +137,7 @@ def _part_text(part: Any) -> str:
     if type(call) is dict:
         name = call.get("name")
         args = call.get("args")
-        return (name if type(name) is str else "") + ("" if args is None else _compact(args))
+        return (name if type(name) is str else "") + ("" if args is None else compact_json(args))
     code = part.get("executableCode")
     if type(code) is dict and type(code.get("code")) is str:
         return code["code"]  # type: ignore[no-any-return]

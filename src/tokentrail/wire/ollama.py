@@ -20,13 +20,22 @@ function name plus its arguments as compact JSON, line by line for a stream: the
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
 from msgspec.structs import replace
 
-from tokentrail.wire._base import ParsedCall, RequestInfo, StreamOutcome, UsageMap, WholeBody, loads, parsed, top_level
+from tokentrail.wire._base import (
+    ParsedCall,
+    RequestInfo,
+    StreamOutcome,
+    UsageMap,
+    WholeBody,
+    compact_json,
+    loads,
+    parsed,
+    top_level,
+)
 
 SUFFIXES: tuple[str, ...] = ("/api/chat", "/api/generate", "/api/embed", "/api/embeddings")
 
@@ -86,10 +95,6 @@ def _metrics(obj: dict[str, Any]) -> dict[str, Any]:
     return {k: obj[k] for k in _METRICS if k in obj}
 
 
-def _compact(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-
-
 def object_text(obj: Any) -> str:
     """The generated text of one chat or generate object (a whole answer or a stream line)."""
     if type(obj) is not dict:
@@ -104,7 +109,7 @@ def object_text(obj: Any) -> str:
             arguments = function.get("arguments")
             # Ollama sends arguments as an object; a string (a proxy's) is the JSON as generated.
             parts += [function.get("name"), arguments if type(arguments) is str or arguments is None
-                      else _compact(arguments)]  # fmt: skip
+                      else compact_json(arguments)]  # fmt: skip
     return "".join([p for p in parts if type(p) is str])
 
 
