@@ -495,10 +495,10 @@ def drop_unwritten(why: str) -> int:
                 also.append(f"the count of {sink_dropped} earlier drops")
             nor = f" (nor {', '.join(also)})" if also else ""
             reasons.append(f"{len(records)} not written to {sink}{nor}: {exc}")
-        if _sinks:  # handed to no sink (the last flush itself failed)
-            lost.update((id(r), r) for r in _ready if type(r) is CallRecord)
-            if any(type(r) is CallRecord for r in _ready):
-                reasons.append(f"{sum(type(r) is CallRecord for r in _ready)} never handed to a sink")
+        unhanded = [r for r in _ready if type(r) is CallRecord] if _sinks else []
+        if unhanded:  # handed to no sink (the last flush itself failed)
+            lost.update((id(r), r) for r in unhanded)
+            reasons.append(f"{len(unhanded)} never handed to a sink")
         _backlogs.clear()
         _ready.clear()
         if lost:

@@ -284,15 +284,16 @@ class SqliteSink:
     def write(self, records: list[CallRecord], scopes: list[ScopeEvent], dropped: int) -> None:
         with self._lock:
             try:
-                self._write(records, scopes, dropped, _as_is)
+                self._write(records, scopes, dropped, careful=False)
             except _UNSTORABLE:
                 # A value SQLite cannot hold (a string with a lone surrogate, an integer past 64
                 # bits) came with a record: the batch is written again with such values made
                 # storable (and the record flagged), so one bad payload cannot hold back the rest.
-                self._write(records, scopes, dropped, storable)
+                self._write(records, scopes, dropped, careful=True)
 
-    def _write(self, records: list[CallRecord], scopes: list[ScopeEvent], dropped: int,
-               clean: Callable[[tuple[object, ...]], tuple[object, ...]]) -> None:  # fmt: skip
+    def _write(self, records: list[CallRecord], scopes: list[ScopeEvent], dropped: int, *, careful: bool) -> None:
+        """One batch in one transaction; ``careful``: every value made `storable` first."""
+        clean = storable if careful else _as_is
         db = self._conn()
         opened, closed = [], []
         for kind, scope, at in scopes:
@@ -329,7 +330,7 @@ class SqliteSink:
                     if place_id is None:
                         place_id = new_places[place] = _stored_id(db, "call_places", clean(place_of(r)))
                     row = own_values(r, context_id, place_id)
-                    rows.append(row if clean is _as_is else _flagged(r, row))
+                    rows.append(_flagged(r, row) if careful else row)
                 insert_rows(db, rows)
             if dropped:
                 db.execute(
